@@ -1,0 +1,118 @@
+"""
+The `opencode-notebook` command.
+
+* `serve` runs the gateway.
+* `up` runs the whole local chain (offline model, OpenCode, gateway) until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+logger = logging.getLogger("opencode_notebook")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from opencode_notebook.gateway import GatewayConfig, create_app
+        from opencode_notebook.gateway.app import parse_port_ranges
+    except ImportError as exc:
+        print(
+            f"The gateway needs extra packages ({exc.name} is missing): "
+            "pip install 'opencode-notebook[gateway]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        ports = parse_port_ranges(args.allow_port or ["3100"])
+    except ValueError as exc:
+        print(f"opencode-notebook serve: {exc}", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("OPENCODE_NOTEBOOK_TOKEN") or None
+    spawner = None
+    if args.spawn:
+        from opencode_notebook.gateway.spawn import Spawner
+
+        spawner = Spawner(args.upstream_host)
+    config = GatewayConfig(
+        allowed_ports=ports,
+        upstream_host=args.upstream_host,
+        token=token,
+        prompt_timeout=args.prompt_timeout,
+        spawner=spawner,
+    )
+    app = create_app(config)
+    logger.info(
+        "Gateway on http://%s:%d serving OpenCode ports %s",
+        args.host,
+        args.port,
+        ", ".join(args.allow_port or ["3100"]),
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opencode-notebook",
+        description="OpenCode in Jupyter: run the Sessions API gateway or the "
+        "local chain.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the Sessions API gateway")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.add_argument("--port", type=int, default=3000, help="port to bind")
+    serve.add_argument(
+        "--allow-port",
+        action="append",
+        metavar="PORTS",
+        help="OpenCode port or range to serve, such as 3100 or 3100-3109 "
+        "(repeatable; default 3100)",
+    )
+    serve.add_argument(
+        "--upstream-host",
+        default="127.0.0.1",
+        help="host where the OpenCode instances listen",
+    )
+    serve.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on every request "
+        "(default: $OPENCODE_NOTEBOOK_TOKEN)",
+    )
+    serve.add_argument(
+        "--spawn",
+        action="store_true",
+        help="start 'opencode serve' on an allowed port when nothing answers there",
+    )
+    serve.add_argument(
+        "--prompt-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for OpenCode to finish a prompt",
+    )
+    serve.add_argument("--log-level", default="info", help="uvicorn's log level")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
