@@ -205,6 +205,14 @@ class _ClientBase:
             raise error_from_response(response)
         return response
 
+    def _native_api(self) -> NativeAPI:
+        if not isinstance(self._api, NativeAPI):
+            raise OpenCodeError(
+                "The Sessions API has no list of models or agents: connect with "
+                "OpenCodeClient.direct() to list them, or name one yourself."
+            )
+        return self._api
+
     @staticmethod
     def _is_retryable(call: Call, exc: httpx.TransportError, attempt: int) -> bool:
         dropped = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
@@ -398,6 +406,42 @@ class OpenCodeClient(_ClientBase):
         with self._prompt_lock(session_id):
             return self._run(operation, timeout=timeout, session_id=session_id)
 
+    def list_models(self) -> list[str]:
+        """
+        Return the models the instance offers, as sorted `provider/model` names.
+
+        Only a direct connection can list them; through a gateway this raises
+        `OpenCodeError`.
+        """
+        return sorted(self._run(self._native_api().catalog()).models)
+
+    def list_agents(self) -> list[str]:
+        """Return the names of the instance's visible agents; direct mode only."""
+        return list(self._run(self._native_api().catalog()).agents)
+
+    def to_async(
+        self, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> AsyncOpenCodeClient:
+        """
+        Return an `AsyncOpenCodeClient` for the same server, credentials and timeouts.
+
+        The new client has its own connection pool: close it with `aclose()`.
+        `transport` replaces the network, for tests.
+        """
+        clone = AsyncOpenCodeClient(
+            timeout=self.timeout,
+            connect_timeout=self._timeouts.connect or DEFAULT_CONNECT_TIMEOUT,
+            prompt_timeout=self.prompt_timeout,
+            transport=transport,
+            _direct=(self._api, self.base_url, self._auth),
+        )
+        # `_direct` carries the dialect (`self._api`), so a gateway client stays a
+        # gateway client; its port and token header are copied here.
+        clone.port = self.port
+        clone._headers = dict(self._headers)
+        clone._http.headers.update(self._headers)
+        return clone
+
     def _prompt_lock(self, session_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._prompt_locks.setdefault(session_id, threading.Lock())
@@ -570,6 +614,14 @@ class AsyncOpenCodeClient(_ClientBase):
         lock = self._prompt_locks.setdefault(session_id, asyncio.Lock())
         async with lock:
             return await self._run(operation, timeout=timeout, session_id=session_id)
+
+    async def list_models(self) -> list[str]:
+        """Return the instance's models as sorted `provider/model`; direct mode only."""
+        return sorted((await self._run(self._native_api().catalog())).models)
+
+    async def list_agents(self) -> list[str]:
+        """Return the names of the instance's visible agents; direct mode only."""
+        return list((await self._run(self._native_api().catalog())).agents)
 
     async def sessions_frame(self) -> pd.DataFrame:
         """Return every session as a DataFrame (see `frames.sessions_frame`)."""
