@@ -3,6 +3,8 @@ The `opencode-notebook` command.
 
 * `serve` runs the gateway.
 * `up` runs the whole local chain (offline model, OpenCode, gateway) until Ctrl-C.
+
+The command prints what runs where: printing is its job, unlike the library's.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -25,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         from opencode_notebook.gateway import GatewayConfig, create_app
         from opencode_notebook.gateway.app import parse_port_ranges
     except ImportError as exc:
+        if exc.name not in ("uvicorn", "starlette"):
+            raise
         print(
             f"The gateway needs extra packages ({exc.name} is missing): "
             "pip install 'opencode-notebook[gateway]'",
@@ -57,6 +63,37 @@ def _serve(args: argparse.Namespace) -> int:
         ", ".join(args.allow_port or ["3100"]),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from opencode_notebook.stack import LocalChain, StackError
+
+    chain = LocalChain(
+        opencode_ports=[args.opencode_port],
+        gateway_port=args.port,
+        token=args.token or os.environ.get("OPENCODE_NOTEBOOK_TOKEN") or None,
+        chunk_delay=args.chunk_delay,
+    )
+    # Stop the chain on SIGTERM as on Ctrl-C, so no server is left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        chain.start()
+    except StackError as exc:
+        print(f"opencode-notebook up: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"offline model (stand-in provider): {chain.offline_model_url}")
+        print(f"OpenCode server:                   {chain.opencode_urls[0]}")
+        print(f"gateway:                           {chain.gateway_url}")
+        print(f"Sessions API:                      {chain.api_url()}")
+        print("Press Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        chain.stop()
     return 0
 
 
@@ -101,6 +138,26 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", help="uvicorn's log level")
     serve.set_defaults(handler=_serve)
+
+    up = commands.add_parser(
+        "up",
+        help="run the local chain (offline model, OpenCode, gateway) until Ctrl-C",
+    )
+    up.add_argument("--port", type=int, default=3000, help="gateway port")
+    up.add_argument(
+        "--opencode-port", type=int, default=3100, help="OpenCode server port"
+    )
+    up.add_argument(
+        "--token",
+        help="token the gateway requires (default: $OPENCODE_NOTEBOOK_TOKEN)",
+    )
+    up.add_argument(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        help="seconds the offline model waits before each streamed chunk",
+    )
+    up.set_defaults(handler=_up)
     return parser
 
 
