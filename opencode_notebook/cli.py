@@ -3,6 +3,7 @@ The `opencode-notebook` command.
 
 * `serve` runs the gateway.
 * `up` runs the whole local chain (offline model, OpenCode, gateway) until Ctrl-C.
+* `demo` runs the example notebooks against a fresh local chain.
 
 The command prints what runs where: printing is its job, unlike the library's.
 """
@@ -54,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=token,
         prompt_timeout=args.prompt_timeout,
         spawner=spawner,
+        cors_origins=tuple(args.cors_origin or ()),
     )
     app = create_app(config)
     logger.info(
@@ -97,6 +99,24 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from opencode_notebook.demo import run_demo
+    from opencode_notebook.stack import StackError
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    try:
+        return run_demo(
+            Path(args.output),
+            notebook_dir=Path(args.notebooks) if args.notebooks else None,
+            interactive=args.interactive,
+        )
+    except (StackError, FileNotFoundError) as exc:
+        print(f"opencode-notebook demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opencode-notebook",
@@ -136,6 +156,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds to wait for OpenCode to finish a prompt",
     )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN, such as http://localhost:8888, call the "
+        "gateway (repeatable; default: no cross-origin calls)",
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn's log level")
     serve.set_defaults(handler=_serve)
 
@@ -158,6 +185,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="seconds the offline model waits before each streamed chunk",
     )
     up.set_defaults(handler=_up)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the example notebooks against a fresh local chain",
+    )
+    demo.add_argument(
+        "--output", default="build/demo", help="folder for the executed notebooks"
+    )
+    demo.add_argument("--notebooks", help="folder holding the example notebooks")
+    demo.add_argument(
+        "--interactive",
+        action="store_true",
+        help="leave the chain running and start JupyterLab instead",
+    )
+    demo.set_defaults(handler=_demo)
     return parser
 
 
