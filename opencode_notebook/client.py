@@ -274,6 +274,7 @@ class OpenCodeClient(_ClientBase):
             timeout=self._timeouts,
             transport=transport,
         )
+        self._transport = transport
         self._prompt_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -426,8 +427,12 @@ class OpenCodeClient(_ClientBase):
         Return an `AsyncOpenCodeClient` for the same server, credentials and timeouts.
 
         The new client has its own connection pool: close it with `aclose()`.
-        `transport` replaces the network, for tests.
+        `transport` replaces the network, for tests. Without it, this client's own
+        transport is reused when it also works asynchronously, as
+        `httpx.MockTransport` does, so a mocked client stays mocked.
         """
+        if transport is None and isinstance(self._transport, httpx.AsyncBaseTransport):
+            transport = self._transport
         clone = AsyncOpenCodeClient(
             timeout=self.timeout,
             connect_timeout=self._timeouts.connect or DEFAULT_CONNECT_TIMEOUT,
