@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opencode_notebook.client import AsyncOpenCodeClient
 from opencode_notebook.errors import (
@@ -30,11 +34,14 @@ from opencode_notebook.errors import (
     ConnectError,
     MessageTextRequiredError,
     OpenCodeError,
+    PromptTimeoutError,
     ProtocolError,
+    RequestTimeoutError,
     SessionIDRequiredError,
     SessionNotFoundError,
     TransportError,
 )
+from opencode_notebook.gateway.openapi import build_document
 
 __all__ = ["GatewayConfig", "GatewayError", "create_app", "parse_port_ranges"]
 
@@ -44,12 +51,15 @@ _DEFAULT_BODY_LIMIT = 1024 * 1024
 
 
 class GatewayError(Exception):
-    """An error response: `status` and the contract's `message`."""
+    """An error response: `status`, the contract's `message` and extra headers."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def parse_port_ranges(specs: list[str]) -> frozenset[int]:
@@ -88,6 +98,8 @@ class GatewayConfig:
     * **body_limit** - the largest request body accepted, in bytes.
     * **spawner** - starts an OpenCode instance on a port where nothing answers;
       `None` to never start one.
+    * **cors_origins** - browser origins allowed to call the gateway from
+      another site, such as `http://localhost:8888`; empty turns CORS off.
     """
 
     allowed_ports: frozenset[int]
@@ -97,6 +109,7 @@ class GatewayConfig:
     prompt_timeout: float = 600.0
     body_limit: int = _DEFAULT_BODY_LIMIT
     spawner: Spawner | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 class Spawner(Protocol):
@@ -112,8 +125,43 @@ def _json_response(data: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _error_response(status: int, message: str) -> Response:
-    return _json_response({"statusCode": status, "message": message}, status)
+def _error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    response = _json_response({"statusCode": status, "message": message}, status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _token_matches(scope: Scope, expected: str) -> bool:
+    supplied = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            supplied = value
+    scheme, _, token = supplied.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(
+        token.strip(), expected.encode()
+    )
+
+
+class _RequireToken:
+    """Answer 401 to every HTTP request without `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _token_matches(scope, self.token):
+            await self.app(scope, receive, send)
+            return
+        response = _error_response(
+            401,
+            "Missing or invalid token: send the gateway's token as "
+            "'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
 
 
 def _parse_port(raw: str) -> int:
@@ -146,6 +194,8 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError(400, f"Invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise GatewayError(400, "Invalid JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise GatewayError(400, "Invalid JSON body: expected an object")
     return data
@@ -202,18 +252,6 @@ class Gateway:
         if self.config.spawner is not None:
             await self.config.spawner.stop()
 
-    def _check_token(self, request: Request) -> None:
-        expected = self.config.token
-        if not expected:
-            return
-        supplied = request.headers.get("authorization", "")
-        scheme, _, token = supplied.partition(" ")
-        valid = scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), expected.encode()
-        )
-        if not valid:
-            raise GatewayError(401, "Missing or invalid token")
-
     async def _call(
         self, port: int, action: Callable[[AsyncOpenCodeClient], Awaitable[Any]]
     ) -> Any:
@@ -224,16 +262,20 @@ class Gateway:
             if self.config.spawner is None:
                 raise
         logger.info("Nothing answers on port %d; starting OpenCode there", port)
-        await self.config.spawner.start(port)
+        try:
+            await self.config.spawner.start(port)
+        except RuntimeError as exc:
+            raise GatewayError(
+                502, f"Cannot start OpenCode on port {port}: {exc}"
+            ) from exc
         return await action(client)
 
     async def handle(self, request: Request) -> Response:
         """Answer one request, turning every failure into the contract's shape."""
         try:
-            self._check_token(request)
             return await self._dispatch(request)
         except GatewayError as exc:
-            return _error_response(exc.status, exc.message)
+            return _error_response(exc.status, exc.message, exc.headers)
         except OpenCodeError as exc:
             status, message = self._upstream_failure(request, exc)
             return _error_response(status, message)
@@ -253,8 +295,18 @@ class Gateway:
         if isinstance(exc, ConnectError):
             message = f"No OpenCode instance answers on port {port}"
             status = 502
+        elif isinstance(exc, RequestTimeoutError):
+            limit = self.config.timeout
+            if isinstance(exc, PromptTimeoutError):
+                limit = self.config.prompt_timeout
+            status = 504
+            message = f"OpenCode on port {port} did not answer within {limit:g} s"
         elif isinstance(exc, TransportError):
-            status, message = 504, f"OpenCode on port {port} did not answer in time"
+            status = 502
+            message = (
+                f"OpenCode on port {port} closed the connection without answering: "
+                f"{exc.__cause__ or exc}"
+            )
         elif isinstance(exc, ProtocolError):
             status = 502
             message = f"OpenCode on port {port} returned an unexpected answer: {exc}"
@@ -359,7 +411,11 @@ def _match_route(rest: str, method: str) -> tuple[_Handler, str] | None:
         handler = handlers.get(method)
         if handler is None:
             allowed = ", ".join(handlers)
-            raise GatewayError(405, f"Method {method} not allowed here: use {allowed}")
+            raise GatewayError(
+                405,
+                f"Method {method} not allowed here: use {allowed}",
+                {"Allow": allowed},
+            )
         session_id = match.groupdict().get("id")
         return handler, "" if session_id is None else _session_id(session_id)
     return None
@@ -370,28 +426,68 @@ def create_app(config: GatewayConfig) -> Starlette:
     gateway = Gateway(config)
 
     async def health(request: Request) -> Response:
-        try:
-            gateway._check_token(request)
-        except GatewayError as exc:
-            return _error_response(exc.status, exc.message)
         ports = sorted(config.allowed_ports)
         return _json_response({"healthy": True, "ports": ports[:100]})
 
-    async def not_found(request: Request) -> Response:
-        return _error_response(404, f"Not found: {request.method} {request.url.path}")
+    document = _json_response(build_document(config))
+
+    async def openapi(request: Request) -> Response:
+        return document
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         yield
         await gateway.close()
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
         Route("/api/health", health, methods=["GET"]),
-        Route("/api/opencode/{port}", gateway.handle, methods=methods),
-        Route("/api/opencode/{port}/{rest:path}", gateway.handle, methods=methods),
-        Route("/{rest:path}", not_found, methods=methods),
+        Route("/api/openapi.json", openapi, methods=["GET"]),
+        Route("/api/opencode/{port}", _AnyMethod(gateway.handle)),
+        Route("/api/opencode/{port}/{rest:path}", _AnyMethod(gateway.handle)),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
+    if config.token:
+        middleware.append(Middleware(_RequireToken, token=config.token))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_exception, Exception: _server_error},
+        lifespan=lifespan,
+    )
     app.state.gateway = gateway
     return app
+
+
+class _AnyMethod:
+    """An endpoint that takes every HTTP method, so the handler answers 405 itself."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(handler)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = exc.headers or {}
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"Not found: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} not allowed here: use {headers['Allow']}"
+    return _error_response(exc.status_code, message, headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises the exception after this response, so the server logs it.
+    return _error_response(500, "Internal gateway error: see the gateway's log")
