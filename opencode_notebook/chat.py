@@ -1,0 +1,689 @@
+"""
+The chat panel: a conversation with OpenCode sessions, built from ipywidgets.
+
+`ChatPanel` has a session picker with New, Fork and Delete, the conversation, model
+and agent pickers, a text box with Send, and a status line. Every request runs as an
+asyncio task on the kernel's event loop, so other cells run while the agent works,
+and every result reaches the page by setting widget values, never through an
+`Output` context.
+
+Model output, session titles and error messages are untrusted text: the panel
+escapes them, or renders them with `render_markdown`, before they become HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import ipywidgets as widgets
+import traitlets
+
+from opencode_notebook.client import AsyncOpenCodeClient, OpenCodeClient
+from opencode_notebook.errors import OpenCodeError
+from opencode_notebook.models import Message, PromptReply, Session
+from opencode_notebook.render import escape_html, render_markdown
+
+__all__ = ["ChatPanel", "render_message", "session_options"]
+
+logger = logging.getLogger("opencode_notebook")
+
+T = TypeVar("T")
+
+# Seconds between updates of the elapsed time in the status line during a send.
+_TICK_SECONDS = 0.5
+
+# Dropdowns show option labels as plain text; an em space keeps its width there.
+_FORK_INDENT = "\u2003"
+
+_BUBBLE_STYLE = (
+    "margin: 2px 0; padding: 4px 10px; border-radius: 6px; line-height: 1.4; "
+    "color: var(--jp-ui-font-color1, #222);"
+)
+_ROLE_BACKGROUNDS = {
+    "user": "var(--jp-brand-color3, #d7e8fa)",
+    "assistant": "var(--jp-layout-color2, #eeeeee)",
+}
+_HEADER_STYLE = "font-size: 0.85em; color: var(--jp-ui-font-color2, #666);"
+_ERROR_STYLE = "color: var(--jp-error-color1, #c62828);"
+_STATUS_STYLES = {
+    "info": "color: var(--jp-ui-font-color2, #666);",
+    "hint": "color: var(--jp-warn-color1, #b26a00);",
+    "sending": "color: var(--jp-brand-color1, #1976d2);",
+    "error": _ERROR_STYLE,
+}
+
+
+def session_options(sessions: Iterable[Session]) -> list[tuple[str, str]]:
+    """
+    Return `(label, session id)` picker options with each fork under its parent.
+
+    Siblings keep the order given (`list_sessions` gives newest update first), and a
+    fork's label is indented one step per level. A session whose parent is not in
+    the list, or whose parents form a loop, is shown at the top level.
+    """
+    sessions = list(sessions)
+    known = {session.id for session in sessions}
+    children: dict[str | None, list[Session]] = {}
+    for session in sessions:
+        parent = session.parent_id if session.parent_id in known else None
+        children.setdefault(parent, []).append(session)
+
+    options: list[tuple[str, str]] = []
+    placed: set[str] = set()
+    roots = children.get(None, []) + sessions
+    for root in roots:
+        stack = [(root, 0)]
+        while stack:
+            session, depth = stack.pop()
+            if session.id in placed:
+                continue
+            placed.add(session.id)
+            title = session.title or session.id
+            label = f"{_FORK_INDENT * depth}↳ {title}" if depth else title
+            options.append((label, session.id))
+            forks = children.get(session.id, [])
+            stack.extend((fork, depth + 1) for fork in reversed(forks))
+    return options
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _tool_lines(parts: object) -> list[str]:
+    if not isinstance(parts, list):
+        return []
+    lines = []
+    for part in parts:
+        if isinstance(part, Mapping) and part.get("type") == "tool":
+            state = part.get("state")
+            status = state.get("status") if isinstance(state, Mapping) else None
+            line = f"Tool {part.get('tool') or 'call'}"
+            lines.append(f"{line} ({status})" if status else line)
+    return lines
+
+
+def _bubble(role: str, header: str, body: str, *, pending: bool = False) -> str:
+    background = _ROLE_BACKGROUNDS.get(role, _ROLE_BACKGROUNDS["assistant"])
+    style = f"{_BUBBLE_STYLE} background: {background};"
+    if pending:
+        style += " opacity: 0.6;"
+    return (
+        f'<div class="opencode-chat-message opencode-chat-{escape_html(role)}" '
+        f'style="{style}"><div style="{_HEADER_STYLE}">{header}</div>{body}</div>'
+    )
+
+
+def _user_body(text: str) -> str:
+    return f'<div style="white-space: pre-wrap;">{escape_html(text)}</div>'
+
+
+def render_message(message: Message) -> str:
+    """
+    Render a message as safe HTML: a header with role, agent, model and time, then
+    the text.
+
+    User text is escaped and keeps its line breaks. Assistant text is Markdown
+    rendered by `render_markdown`; the tools it called and its error, if any, are
+    shown as escaped text.
+    """
+    if message.role == "user":
+        header = f"You · {_format_time(message.timestamp)}"
+        return _bubble("user", escape_html(header), _user_body(message.content))
+
+    details = [message.role.capitalize() or "Message"]
+    details += [value for value in (message.agent, message.model) if value]
+    details.append(_format_time(message.timestamp))
+    body = render_markdown(message.content) if message.content else ""
+    for line in _tool_lines(message.extra.get("parts")):
+        body += f"<div><code>{escape_html(line)}</code></div>"
+    error = message.extra.get("error")
+    if error:
+        body += f'<div style="{_ERROR_STYLE}">{escape_html(str(error))}</div>'
+    return _bubble(message.role, escape_html(" · ".join(details)), body)
+
+
+def _pending_html(text: str) -> str:
+    return _bubble("user", "You · sending…", _user_body(text), pending=True)
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        # Widget callbacks in a Jupyter kernel run inside its loop. Elsewhere the
+        # tasks start once the caller runs this thread's loop.
+        return asyncio.get_event_loop()
+
+
+def _async_client(
+    client: OpenCodeClient | AsyncOpenCodeClient | None,
+) -> tuple[AsyncOpenCodeClient, bool]:
+    """Return the client the panel sends with, and whether the panel made it."""
+    if client is None:
+        return AsyncOpenCodeClient(), True
+    if isinstance(client, OpenCodeClient):
+        return client.to_async(), True
+    if isinstance(client, AsyncOpenCodeClient):
+        return client, False
+    raise TypeError(
+        f"Invalid client {client!r}: give an OpenCodeClient, an AsyncOpenCodeClient "
+        "or None for one from the environment."
+    )
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+def _button(description: str, tooltip: str, **kwargs: Any) -> widgets.Button:
+    layout = widgets.Layout(width="auto")
+    return widgets.Button(
+        description=description, tooltip=tooltip, layout=layout, **kwargs
+    )
+
+
+class ChatPanel(traitlets.HasTraits):
+    """
+    A chat with the sessions of one OpenCode instance, as a notebook widget.
+
+    Parameters:
+
+    * **client** - an `OpenCodeClient` or `AsyncOpenCodeClient`; default: a client
+      configured from the environment. Requests go through an `AsyncOpenCodeClient`
+      with the same settings, available as `panel.client`.
+    * **session_id** - the session to open; default: the most recently updated one.
+    * other keyword arguments go to the panel's `VBox`, `panel.widget` (for
+      example `layout`).
+
+    A panel displays as its widget, so `ChatPanel()` as the last line of a cell
+    shows it.
+
+    Send runs the prompt as an asyncio task on the running event loop (the
+    kernel's, in Jupyter), so other cells run while the agent works; `send()`
+    returns that task. While a prompt is in flight, further sends are ignored. The
+    text stays in the box until the server has accepted it, and every error shows
+    in the status line. With no session selected, Send creates one.
+
+    ipywidgets' `Textarea` reports no key events, so Send has no keyboard shortcut:
+    click the button.
+
+    In a notebook cell:
+
+        from opencode_notebook import ChatPanel
+        ChatPanel()
+    """
+
+    busy = traitlets.Bool(
+        False, read_only=True, help="True while a prompt is in flight."
+    )
+
+    def __init__(
+        self,
+        client: OpenCodeClient | AsyncOpenCodeClient | None = None,
+        session_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.client, self._owns_client = _async_client(client)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sending: asyncio.Task[PromptReply | None] | None = None
+        self._history_session: str | None = None
+        self._history_ids: set[str] = set()
+        self._load_generation = 0
+        self._list_generation = 0
+        self._updating_picker = False
+        self._delete_candidate: str | None = None
+        self._titles: dict[str, str] = {}
+        self._status_kind = "info"
+        self.widget = self._build_widgets(**kwargs)
+        self._connect_callbacks()
+
+        self._set_status("Loading sessions…")
+        self.refresh(session_id)
+        if self.client.direct_mode:
+            self._start(self._load_catalog())
+
+    def _build_widgets(self, **kwargs: Any) -> widgets.VBox:
+        self.session_picker = widgets.Dropdown(
+            options=[], value=None, layout=widgets.Layout(width="22em")
+        )
+        self.refresh_button = _button("", "Reload the list of sessions", icon="refresh")
+        self.new_button = _button("New", "Start a new session")
+        self.fork_button = _button("Fork", "Copy this conversation into a new session")
+        self.delete_button = _button("Delete", "Delete this session (asks first)")
+        self.confirm_delete_button = _button(
+            "Confirm delete", "Delete the session for good", button_style="danger"
+        )
+        self.cancel_delete_button = _button("Cancel", "Keep the session")
+        self._confirm_row = widgets.HBox(
+            [self.confirm_delete_button, self.cancel_delete_button],
+            layout=widgets.Layout(display="none"),
+        )
+        self.history = widgets.VBox(layout=widgets.Layout(width="100%"))
+        # A reversed column keeps the scroll position at the newest message.
+        history_frame = widgets.Box(
+            [self.history],
+            layout=widgets.Layout(
+                flex_flow="column-reverse",
+                max_height="30em",
+                overflow="auto",
+                border="1px solid var(--jp-border-color2, #ddd)",
+                padding="4px",
+            ),
+        )
+        self.model_picker = widgets.Combobox(
+            placeholder="default",
+            description="Model",
+            layout=widgets.Layout(width="20em"),
+        )
+        self.agent_picker = widgets.Combobox(
+            placeholder="default",
+            description="Agent",
+            layout=widgets.Layout(width="16em"),
+        )
+        # `continuous_update` (the default) syncs every keystroke, so the value read
+        # when Send is clicked is what the user sees in the box.
+        self.input = widgets.Textarea(
+            placeholder="Message the agent",
+            layout=widgets.Layout(width="100%", height="6em"),
+        )
+        self.send_button = _button(
+            "Send", "Send the message", button_style="primary", icon="paper-plane"
+        )
+        self.status = widgets.HTML()
+
+        panel = widgets.VBox(
+            children=[
+                widgets.HBox(
+                    [
+                        self.session_picker,
+                        self.refresh_button,
+                        self.new_button,
+                        self.fork_button,
+                        self.delete_button,
+                        self._confirm_row,
+                    ]
+                ),
+                history_frame,
+                widgets.HBox([self.model_picker, self.agent_picker]),
+                widgets.HBox([self.input, self.send_button]),
+                self.status,
+            ],
+            **kwargs,
+        )
+        panel.add_class("opencode-chat")
+        return panel
+
+    def _connect_callbacks(self) -> None:
+        self.session_picker.observe(self._on_session_picked, names="value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.new_button.on_click(lambda _: self.new_session())
+        self.fork_button.on_click(lambda _: self.fork_session())
+        self.delete_button.on_click(self._on_delete_click)
+        self.confirm_delete_button.on_click(self._on_confirm_delete)
+        self.cancel_delete_button.on_click(self._on_cancel_delete)
+        self.send_button.on_click(lambda _: self.send())
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle: dict[str, Any] | None = self.widget._repr_mimebundle_(**kwargs)
+        return bundle
+
+    @property
+    def session_id(self) -> str | None:
+        """The id of the selected session, or `None`."""
+        value = self.session_picker.value
+        return str(value) if value is not None else None
+
+    # Public actions: each starts a task on the event loop and returns it.
+
+    def refresh(self, select: str | None = None) -> asyncio.Task[None]:
+        """Reload the session list and open `select` (default: the current one)."""
+        return self._start(self._refresh(select))
+
+    def send(self) -> asyncio.Task[PromptReply | None] | None:
+        """
+        Send the text in the box to the selected session, as a task.
+
+        The task returns the reply, or `None` when sending failed; the error is
+        then in the status line and the text stays in the box. While a send is in
+        flight this starts nothing and returns that send's task. With a blank box it
+        shows a hint, sends nothing and returns `None`.
+        """
+        if self._sending is not None:
+            return self._sending
+        text = self.input.value
+        if not text.strip():
+            self._set_status("Type a message first.", "hint")
+            return None
+        model = self.model_picker.value.strip() or None
+        agent = self.agent_picker.value.strip() or None
+        self.set_trait("busy", True)
+        self.send_button.disabled = True
+        self._set_status("Sending…", "sending")
+        task = self._start(self._send_prompt(text, model, agent))
+        self._sending = task
+        task.add_done_callback(self._send_done)
+        return task
+
+    def new_session(self, title: str | None = None) -> asyncio.Task[Session | None]:
+        """Create a session and open it."""
+        return self._start(self._create(title, parent_id=None))
+
+    def fork_session(self) -> asyncio.Task[Session | None] | None:
+        """Fork the selected session and open the fork; `None` with no session."""
+        if self.session_id is None:
+            self._set_status("Pick a session to fork first.", "hint")
+            return None
+        return self._start(self._create(None, parent_id=self.session_id))
+
+    def delete_session(self, session_id: str | None = None) -> asyncio.Task[bool]:
+        """
+        Delete a session (default: the selected one) without asking.
+
+        The Delete button asks for confirmation first. The task returns whether the
+        session was deleted.
+        """
+        return self._start(self._delete(session_id or self.session_id))
+
+    async def wait(self) -> None:
+        """Wait until every request the panel has started has finished."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def close(self) -> None:
+        """Cancel the panel's requests, close its widgets and the client it made."""
+        for task in list(self._tasks):
+            task.cancel()
+        _close_tree(self.widget)
+        if self._owns_client:
+            try:
+                asyncio.get_running_loop().create_task(self.client.aclose())
+            except RuntimeError:
+                logger.debug("No running event loop: the chat client stays open.")
+
+    async def aclose(self) -> None:
+        """Close the panel, and wait for the client it made to close."""
+        owns_client, self._owns_client = self._owns_client, False
+        self.close()
+        if owns_client:
+            await self.client.aclose()
+
+    # Button and picker callbacks.
+
+    def _on_session_picked(self, change: Mapping[str, Any]) -> None:
+        if self._updating_picker:
+            return
+        self._hide_delete_confirmation()
+        if change["new"] is None:
+            self._show_history(None, [])
+        else:
+            self._start(self._load_history(str(change["new"])))
+
+    def _on_delete_click(self, _: object) -> None:
+        session_id = self.session_id
+        if session_id is None:
+            self._set_status("Pick a session to delete first.", "hint")
+            return
+        self._delete_candidate = session_id
+        self._confirm_row.layout.display = "flex"
+        title = self._titles.get(session_id) or session_id
+        self._set_status(
+            f"Delete the session {title!r} and its conversation? This cannot be "
+            "undone.",
+            "hint",
+        )
+
+    def _on_confirm_delete(self, _: object) -> None:
+        session_id = self._delete_candidate
+        self._hide_delete_confirmation()
+        if session_id is not None:
+            self.delete_session(session_id)
+
+    def _on_cancel_delete(self, _: object) -> None:
+        self._hide_delete_confirmation()
+        self._set_status("Kept the session.")
+
+    def _hide_delete_confirmation(self) -> None:
+        self._delete_candidate = None
+        self._confirm_row.layout.display = "none"
+
+    # Tasks.
+
+    def _start(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = _event_loop().create_task(coroutine)
+        # The loop keeps only weak references to tasks.
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        logger.warning("Chat panel request failed: %s", error, exc_info=error)
+        self._set_status(f"Unexpected error: {error!r}", "error")
+
+    def _send_done(self, task: asyncio.Task[PromptReply | None]) -> None:
+        self._sending = None
+        self.send_button.disabled = False
+        self.set_trait("busy", False)
+
+    def _show_error(self, action: str, error: Exception) -> None:
+        logger.info("%s: %s", action, error)
+        self._set_status(f"{action}: {error}", "error")
+
+    def _set_status(self, text: str, kind: str = "info") -> None:
+        self._status_kind = kind
+        self.status.value = (
+            f'<span class="opencode-chat-status-{kind}" '
+            f'style="{_STATUS_STYLES[kind]}">{escape_html(text)}</span>'
+        )
+
+    async def _refresh(self, select: str | None, *, report: bool = True) -> None:
+        self._list_generation += 1
+        generation = self._list_generation
+        try:
+            sessions = await self.client.list_sessions()
+        except OpenCodeError as error:
+            if report:
+                self._show_error("Loading the sessions failed", error)
+            else:
+                logger.info("Reloading the sessions failed: %s", error)
+            return
+        if generation != self._list_generation:
+            return
+        self._titles = {session.id: session.title for session in sessions}
+        options = session_options(sessions)
+        known = {session_id for _, session_id in options}
+        wanted = select or self.session_id
+        if select is not None and select not in known:
+            self._set_status(f"Session not found: {select}", "error")
+            wanted = None
+        elif wanted not in known:
+            wanted = sessions[0].id if sessions else None
+        self._updating_picker = True
+        try:
+            self.session_picker.options = options
+            self.session_picker.value = wanted
+        finally:
+            self._updating_picker = False
+        if wanted is None:
+            self._show_history(None, [])
+            if report and not options:
+                self._set_status("No sessions yet: type a message to start one.")
+        elif wanted != self._history_session:
+            await self._load_history(wanted)
+        elif report and not self.busy:
+            self._set_status(f"{len(options)} sessions.")
+
+    async def _load_history(self, session_id: str) -> None:
+        self._load_generation += 1
+        generation = self._load_generation
+        self._show_history(session_id, [])
+        if not self.busy:
+            self._set_status("Loading the conversation…")
+        try:
+            messages = await self.client.list_messages(session_id)
+        except OpenCodeError as error:
+            if generation == self._load_generation:
+                self._show_error("Loading the conversation failed", error)
+            return
+        if generation != self._load_generation:
+            return
+        self._show_history(session_id, messages)
+        if not self.busy:
+            self._set_status(f"{len(messages)} messages.")
+
+    def _show_history(self, session_id: str | None, messages: list[Message]) -> None:
+        old_children = self.history.children
+        self._history_session = session_id
+        self._history_ids = {message.id for message in messages}
+        self.history.children = tuple(
+            widgets.HTML(render_message(message)) for message in messages
+        )
+        for child in old_children:
+            child.close()
+        self._note_choices(messages)
+
+    def _append_message(self, message: Message) -> widgets.HTML:
+        # Appending builds one widget; the views of the earlier messages are kept.
+        widget = widgets.HTML(render_message(message))
+        self._history_ids.add(message.id)
+        self.history.children = (*self.history.children, widget)
+        return widget
+
+    def _note_choices(self, messages: list[Message]) -> None:
+        """Offer the models and agents seen in a conversation, lacking a list."""
+        if self.client.direct_mode:
+            return
+        models = {m.model for m in messages if m.model}
+        agents = {m.agent for m in messages if m.agent}
+        self.model_picker.options = sorted(models | set(self.model_picker.options))
+        self.agent_picker.options = sorted(agents | set(self.agent_picker.options))
+        last = next((m for m in reversed(messages) if m.model), None)
+        self.model_picker.placeholder = f"default ({last.model})" if last else "default"
+
+    async def _load_catalog(self) -> None:
+        try:
+            models = await self.client.list_models()
+            agents = await self.client.list_agents()
+        except OpenCodeError as error:
+            logger.info("Listing the models and agents failed: %s", error)
+            return
+        self.model_picker.options = models
+        self.agent_picker.options = agents
+
+    async def _tick(self, started: float) -> None:
+        while True:
+            await asyncio.sleep(_TICK_SECONDS)
+            if self._status_kind == "sending":
+                elapsed = time.monotonic() - started
+                self._set_status(f"Waiting for the agent… {elapsed:.0f} s", "sending")
+
+    async def _send_prompt(
+        self, text: str, model: str | None, agent: str | None
+    ) -> PromptReply | None:
+        started = time.monotonic()
+        ticker = self._start(self._tick(started))
+        pending: widgets.HTML | None = None
+        try:
+            session_id = self.session_id
+            if session_id is None:
+                session = await self.client.create_session()
+                await self._refresh(session.id)
+                session_id = session.id
+            if session_id == self._history_session:
+                pending = widgets.HTML(_pending_html(text))
+                self.history.children = (*self.history.children, pending)
+            reply = await self.client.prompt(session_id, text, model=model, agent=agent)
+        except (OpenCodeError, ValueError) as error:
+            if pending is not None:
+                self.history.children = tuple(
+                    child for child in self.history.children if child is not pending
+                )
+                pending.close()
+            self._show_error("Sending failed (your message is still in the box)", error)
+            return None
+        finally:
+            ticker.cancel()
+
+        # Clear the box only if it still holds what was sent: the user may have
+        # typed the next message meanwhile.
+        if self.input.value == text:
+            self.input.value = ""
+        await self._show_reply(session_id, text, reply, pending)
+        await self._refresh(None, report=False)
+        elapsed = time.monotonic() - started
+        self._set_status(f"Reply received in {elapsed:.1f} s.")
+        return reply
+
+    async def _show_reply(
+        self,
+        session_id: str,
+        text: str,
+        reply: PromptReply,
+        pending: widgets.HTML | None,
+    ) -> None:
+        """Show the messages the prompt added, read back from the server."""
+        if session_id != self._history_session:
+            return
+        try:
+            messages = await self.client.list_messages(session_id)
+        except OpenCodeError as error:
+            # The reply itself arrived: show it with the local time.
+            logger.info("Reading back the conversation failed: %s", error)
+            now = datetime.now(UTC)
+            messages = [
+                Message("", "user", text, now),
+                Message(
+                    reply.message_id, "assistant", reply.response, now, reply.extra
+                ),
+            ]
+        if session_id != self._history_session:
+            return
+        if not any(child is pending for child in self.history.children):
+            pending = None  # the conversation was reloaded meanwhile
+        for message in messages:
+            if message.id in self._history_ids:
+                continue
+            if pending is not None and message.role == "user":
+                pending.value = render_message(message)
+                self._history_ids.add(message.id)
+                pending = None
+            else:
+                self._append_message(message)
+
+    async def _create(self, title: str | None, parent_id: str | None) -> Session | None:
+        action = "Forking the session" if parent_id else "Creating a session"
+        try:
+            if parent_id is None:
+                session = await self.client.create_session(title)
+            else:
+                session = await self.client.fork_session(parent_id, title)
+        except (OpenCodeError, ValueError) as error:
+            self._show_error(f"{action} failed", error)
+            return None
+        await self._refresh(session.id)
+        return session
+
+    async def _delete(self, session_id: str | None) -> bool:
+        if session_id is None:
+            self._set_status("Pick a session to delete first.", "hint")
+            return False
+        try:
+            await self.client.delete_session(session_id)
+        except (OpenCodeError, ValueError) as error:
+            self._show_error("Deleting the session failed", error)
+            return False
+        await self._refresh(None)
+        self._set_status("Deleted the session.")
+        return True
