@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from opencode_notebook import AsyncOpenCodeClient, Message, OpenCodeClient, Session
 from opencode_notebook.chat import ChatPanel, render_message, session_options
 from opencode_notebook.models import format_timestamp
+from opencode_notebook.stack import LocalChain
 
 PORT = 3100
 PREFIX = f"/api/opencode/{PORT}"
@@ -679,3 +682,114 @@ async def test_unreachable_server_shows_error(unused_tcp_port: int) -> None:
 def test_invalid_client_is_rejected() -> None:
     with pytest.raises(TypeError, match="Invalid client"):
         ChatPanel("http://localhost:3000")  # type: ignore[arg-type]
+
+
+# The real chain: offline model, OpenCode and the gateway.
+
+
+@contextlib.asynccontextmanager
+async def open_chain_panel(chain: LocalChain) -> AsyncIterator[ChatPanel]:
+    """Open a panel through the chain's gateway, on a new session."""
+    client = AsyncOpenCodeClient(chain.gateway_url, port=chain.opencode_ports[0])
+    try:
+        session = await client.create_session("panel on the chain")
+        panel = ChatPanel(client, session.id)
+        await panel.wait()
+        yield panel
+        panel.close()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.chain
+async def test_chain_send_shows_reply(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        panel.model_picker.value = "local/echo"
+        panel.input.value = "hello from the panel"
+
+        panel.send_button.click()
+        await panel.wait()
+
+        html = history_html(panel)
+        assert panel.input.value == ""
+        assert len(html) == 2
+        assert "hello from the panel" in html[0]
+        assert "Echo: hello from the panel" in html[1]
+        assert "local/echo" in html[1]
+        assert status_kind(panel) == "info"
+
+
+@pytest.mark.chain
+async def test_chain_tool_steps_are_shown(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        panel.model_picker.value = "local/echo"
+        panel.input.value = "[[tool bash: echo hi]] run it"
+
+        panel.send_button.click()
+        await panel.wait()
+
+        html = history_html(panel)
+        assert len(html) == 3
+        assert "Tool bash (completed)" in html[1]
+        assert "Done: hi" in html[2]
+
+
+@pytest.mark.chain
+async def test_chain_switch_fork_and_delete(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        parent = panel.session_id
+        panel.model_picker.value = "local/echo"
+        panel.input.value = "remember this"
+        panel.send_button.click()
+        await panel.wait()
+
+        panel.fork_button.click()
+        await panel.wait()
+        fork = panel.session_id
+        fork_history = history_html(panel)
+        labels = {value: label for label, value in panel.session_picker.options}
+        panel.session_picker.value = parent
+        await panel.wait()
+        parent_history = history_html(panel)
+        panel.session_picker.value = fork
+        await panel.wait()
+        panel.delete_button.click()
+        panel.confirm_delete_button.click()
+        await panel.wait()
+
+        assert fork not in (None, parent)
+        assert labels[fork].startswith("\u2003↳ ")
+        assert len(fork_history) == 2
+        assert "Echo: remember this" in fork_history[1]
+        assert len(parent_history) == 2
+        assert fork not in [value for _, value in panel.session_picker.options]
+        assert panel.session_id == parent
+        assert "Deleted" in panel.status.value
+
+
+@pytest.mark.chain
+async def test_chain_deleted_session_keeps_text(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        session_id = panel.session_id
+        assert session_id is not None
+        await panel.client.delete_session(session_id)
+
+        panel.input.value = "anyone home?"
+        panel.send_button.click()
+        await panel.wait()
+
+        assert panel.input.value == "anyone home?"
+        assert status_kind(panel) == "error"
+        assert "Session not found" in panel.status.value
+
+
+@pytest.mark.chain
+async def test_chain_direct_lists_models(chain: LocalChain) -> None:
+    async with AsyncOpenCodeClient.direct(chain.opencode_urls[0]) as client:
+        panel = ChatPanel(client)
+        await panel.wait()
+        panel.close()
+
+    assert "local/echo" in panel.model_picker.options
+    assert "build" in panel.agent_picker.options
+    assert "title" not in panel.agent_picker.options
