@@ -39,6 +39,11 @@ _ALLOWED_SCHEMES = {"http", "https", "mailto"}
 
 # A Markdown link or image destination: `](...)`, up to the closing bracket.
 _LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)")
+# A link reference definition, `[label]: destination`, whose destination may start
+# on the next line.
+_REFERENCE_TARGET = re.compile(
+    r"^( {0,3}\[(?:[^\]\\]|\\.)+\]:\s*(?:&lt;)?)(\S*)", re.MULTILINE
+)
 _SAFE_TARGET = re.compile(r"(?i)^(https?:|mailto:|#|/|\./|\.\./|[^:/?#]+(?:[/?#]|$))")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
@@ -99,7 +104,14 @@ def _sanitize_plain(text: str) -> str:
             return match.group(0)
         return "](#"
 
-    return _LINK_TARGET.sub(safe_target, escaped)
+    def safe_reference(match: re.Match[str]) -> str:
+        target = match.group(2)
+        if not target or _SAFE_TARGET.match(html.unescape(target)):
+            return match.group(0)
+        return f"{match.group(1)}#"
+
+    escaped = _LINK_TARGET.sub(safe_target, escaped)
+    return _REFERENCE_TARGET.sub(safe_reference, escaped)
 
 
 def sanitize_markdown(text: str) -> str:
