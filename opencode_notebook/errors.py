@@ -8,6 +8,7 @@ The tree:
     - ConnectError - nothing answers at the server's address.
     - RequestTimeoutError - the server did not answer in time.
       · PromptTimeoutError - a prompt did not finish in time; the reply may still come.
+  + PromptAbortedError - the agent's turn was stopped before it finished.
   + APIError - the server returned an error response (`status`, `message`, `ref`).
     - BadRequestError - 400: invalid JSON, a field of the wrong type, unknown model.
     - AuthenticationError - 401: missing or wrong token or password.
@@ -42,6 +43,7 @@ __all__ = [
     "OpenCodeError",
     "OpenCodeServerError",
     "PortNotAllowedError",
+    "PromptAbortedError",
     "PromptTimeoutError",
     "ProtocolError",
     "RequestTimeoutError",
@@ -90,6 +92,30 @@ class PromptTimeoutError(RequestTimeoutError):
     ) -> None:
         super().__init__(message, request=request)
         self.session_id = session_id
+
+
+class PromptAbortedError(OpenCodeError):
+    """
+    The agent's turn was stopped (`abort()`) before it finished.
+
+    `partial_text` is the reply text written before the stop, and `message_id` the
+    assistant message holding it (`None` when the turn stopped before one existed).
+    The session stays usable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        message_id: str | None = None,
+        partial_text: str = "",
+        request: httpx.Request | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.session_id = session_id
+        self.message_id = message_id
+        self.partial_text = partial_text
 
 
 class ProtocolError(OpenCodeError):
