@@ -16,6 +16,7 @@ from opencode_notebook.models import format_timestamp, parse_timestamp
 
 __all__ = [
     "PARENT_METADATA_KEY",
+    "REPLY_FIELDS",
     "assistant_error",
     "message_to_contract",
     "reply_to_contract",
@@ -26,6 +27,18 @@ __all__ = [
 # OpenCode's fork copies the history but does not record the parent, so the parent's
 # id is kept in the session's metadata under this key.
 PARENT_METADATA_KEY = "parentID"
+
+# The fields of an assistant message that a prompt reply keeps besides its id and text.
+REPLY_FIELDS = (
+    "sessionID",
+    "agent",
+    "providerID",
+    "modelID",
+    "tokens",
+    "cost",
+    "finish",
+    "completedAt",
+)
 
 # Text parts are joined with a blank line, the way they read in OpenCode's own views.
 _PART_SEPARATOR = "\n\n"
@@ -162,16 +175,7 @@ def reply_to_contract(entry: Mapping[str, Any]) -> dict[str, Any]:
     """
     message = message_to_contract(entry)
     reply: dict[str, Any] = {"messageId": message["id"], "response": message["content"]}
-    for key in (
-        "sessionID",
-        "agent",
-        "providerID",
-        "modelID",
-        "tokens",
-        "cost",
-        "finish",
-        "completedAt",
-    ):
+    for key in REPLY_FIELDS:
         if key in message:
             reply[key] = message[key]
     return reply

@@ -40,6 +40,7 @@ __all__ = [
     "NativeAPI",
     "Operation",
     "SessionsAPI",
+    "check_agent",
     "check_session_id",
     "check_text",
     "parse_model",
@@ -151,13 +152,16 @@ class SessionsAPI(Protocol):
         agent: str | None = None,
     ) -> Operation[PromptReply]: ...
 
+    def abort(self, session_id: str) -> Operation[None]: ...
+
 
 def _check_title(title: object) -> None:
     if title is not None and not isinstance(title, str):
         raise ValueError(f"Invalid title {title!r}: give a string or None.")
 
 
-def _check_agent(agent: object) -> None:
+def check_agent(agent: object) -> None:
+    """Raise `ValueError` unless `agent` is `None` or a non-blank agent name."""
     if agent is not None and (not isinstance(agent, str) or not agent.strip()):
         raise ValueError(
             f"Invalid agent {agent!r}: give an agent name such as 'build'."
@@ -213,18 +217,33 @@ class GatewayAPI:
         model: ModelLike | None = None,
         agent: str | None = None,
     ) -> Operation[PromptReply]:
-        path = self._session_path(session_id, "/prompt")
-        body: dict[str, Any] = {"text": check_text(text)}
-        parsed_model = parse_model(model)
-        if parsed_model is not None:
-            body["model"] = parsed_model
-        _check_agent(agent)
-        if agent is not None:
-            body["agent"] = agent
+        path, body = self.prompt_request(session_id, text, model, agent)
         response = yield Call("POST", path, json=body, prompt=True)
         return PromptReply.from_json(
             _expect(_json(response), dict, "a reply", response)
         )
+
+    def prompt_request(
+        self,
+        session_id: str,
+        text: str,
+        model: ModelLike | None = None,
+        agent: str | None = None,
+        suffix: str = "/prompt",
+    ) -> tuple[str, dict[str, Any]]:
+        """Check a prompt and return the path and body of its request."""
+        path = self._session_path(session_id, suffix)
+        body: dict[str, Any] = {"text": check_text(text)}
+        parsed_model = parse_model(model)
+        if parsed_model is not None:
+            body["model"] = parsed_model
+        check_agent(agent)
+        if agent is not None:
+            body["agent"] = agent
+        return path, body
+
+    def abort(self, session_id: str) -> Operation[None]:
+        yield Call("POST", self._session_path(session_id, "/abort"))
 
 
 @dataclass(slots=True)
@@ -247,7 +266,8 @@ class NativeAPI:
     def __init__(self) -> None:
         self._catalog: _Catalog | None = None
 
-    def _session_path(self, session_id: str, suffix: str = "") -> str:
+    def session_path(self, session_id: str, suffix: str = "") -> str:
+        """Return the path of a session's route; reject ids OpenCode cannot take."""
         check_session_id(session_id)
         # OpenCode answers an id without its `ses` prefix with a bare 500.
         if not session_id.startswith("ses"):
@@ -273,7 +293,7 @@ class NativeAPI:
             body = {} if title is None else {"title": title}
             response = yield Call("POST", "/session", json=body)
         else:
-            parent_path = self._session_path(parent_id)
+            parent_path = self.session_path(parent_id)
             yield Call("GET", parent_path)
             fork = yield Call("POST", f"{parent_path}/fork", json={})
             forked = _expect(_json(fork), dict, "a session", fork)
@@ -282,21 +302,21 @@ class NativeAPI:
             patch: dict[str, Any] = {"metadata": metadata}
             if title is not None:
                 patch["title"] = title
-            path = self._session_path(str(forked.get("id", "")))
+            path = self.session_path(str(forked.get("id", "")))
             response = yield Call("PATCH", path, json=patch)
         data = _expect(_json(response), dict, "a session", response)
         return Session.from_json(native.session_to_contract(data))
 
     def get_session(self, session_id: str) -> Operation[Session]:
-        response = yield Call("GET", self._session_path(session_id))
+        response = yield Call("GET", self.session_path(session_id))
         data = _expect(_json(response), dict, "a session", response)
         return Session.from_json(native.session_to_contract(data))
 
     def delete_session(self, session_id: str) -> Operation[None]:
-        yield Call("DELETE", self._session_path(session_id))
+        yield Call("DELETE", self.session_path(session_id))
 
     def list_messages(self, session_id: str) -> Operation[list[Message]]:
-        response = yield Call("GET", self._session_path(session_id, "/message"))
+        response = yield Call("GET", self.session_path(session_id, "/message"))
         items = _expect(_json(response), list, "a list of messages", response)
         return [Message.from_json(native.message_to_contract(item)) for item in items]
 
@@ -322,6 +342,46 @@ class NativeAPI:
         ]
         self._catalog = _Catalog(models, default_model, agents, time.monotonic())
         return self._catalog
+
+    def prepare_prompt(
+        self,
+        session_id: str,
+        text: str,
+        model: ModelLike | None = None,
+        agent: str | None = None,
+    ) -> Operation[tuple[dict[str, Any], dict[str, Any]]]:
+        """
+        Check a prompt against the instance and build OpenCode's request body.
+
+        Returns the session's JSON and the body for `POST /session/{id}/message`
+        or `/prompt_async`. Raises `BadRequestError` for an unknown model or agent
+        before anything is stored.
+        """
+        path = self.session_path(session_id)
+        check_text(text)
+        requested = parse_model(model)
+        check_agent(agent)
+        session_response = yield Call("GET", path)
+        session = _expect(_json(session_response), dict, "a session", session_response)
+        catalog = yield from self.catalog()
+        if agent is not None and agent not in catalog.agents:
+            available = ", ".join(catalog.agents) or "none"
+            raise BadRequestError(
+                f"Unknown agent {agent!r}. Available agents: {available}.", status=400
+            )
+        body: dict[str, Any] = {"parts": [{"type": "text", "text": text}]}
+        resolved = self._resolve_model(catalog, requested, session.get("model"))
+        if resolved is not None:
+            body["model"] = resolved
+        if agent is not None:
+            body["agent"] = agent
+        return session, body
+
+    def abort(self, session_id: str) -> Operation[None]:
+        # OpenCode answers `true` even for an unknown session, so look it up first.
+        path = self.session_path(session_id)
+        yield Call("GET", path)
+        yield Call("POST", f"{path}/abort")
 
     def _resolve_model(
         self, catalog: _Catalog, requested: dict[str, str] | None, stored: Any
@@ -353,25 +413,9 @@ class NativeAPI:
         model: ModelLike | None = None,
         agent: str | None = None,
     ) -> Operation[PromptReply]:
-        path = self._session_path(session_id)
-        check_text(text)
-        requested = parse_model(model)
-        _check_agent(agent)
-        session_response = yield Call("GET", path)
-        session = _json(session_response)
-        catalog = yield from self.catalog()
-        if agent is not None and agent not in catalog.agents:
-            available = ", ".join(catalog.agents) or "none"
-            raise BadRequestError(
-                f"Unknown agent {agent!r}. Available agents: {available}.", status=400
-            )
-        body: dict[str, Any] = {"parts": [{"type": "text", "text": text}]}
-        resolved = self._resolve_model(catalog, requested, session.get("model"))
-        if resolved is not None:
-            body["model"] = resolved
-        if agent is not None:
-            body["agent"] = agent
-        response = yield Call("POST", f"{path}/message", json=body, prompt=True)
+        _, body = yield from self.prepare_prompt(session_id, text, model, agent)
+        path = self.session_path(session_id, "/message")
+        response = yield Call("POST", path, json=body, prompt=True)
         entry = _expect(_json(response), dict, "a message", response)
         failure = native.assistant_error(entry.get("info") or {})
         if failure:
