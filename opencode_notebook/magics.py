@@ -1,0 +1,959 @@
+"""
+IPython magics for OpenCode: `%load_ext opencode_notebook`.
+
+::
+
+    %opencode_connect http://localhost:3000 --port 3100
+    %opencode_session new Data cleaning
+    %%opencode_prompt --with df
+    Which columns of df have missing values?
+
+* `%opencode_connect [URL] [--port N] [--direct]` switches server and checks it.
+* `%opencode_sessions [--limit N] [--search TEXT] [--title TITLE] [--out NAME]`
+  returns the sessions as a DataFrame, newest update first.
+* `%opencode_messages [SESSION] [--out NAME]` returns a session's messages.
+* `%opencode_session new [TITLE] [--parent ID]`, `use ID`, `show [ID]`,
+  `delete ID` manage sessions and the current session.
+* `%%opencode_prompt [SESSION] [--new [TITLE]] [--model M] [--agent A]
+  [--with NAME ...] [--out NAME]` sends the cell body. `%opencode_prompt` sends
+  the rest of the line after the session id and options.
+* `%opencode_chat [SESSION]` shows the chat panel.
+
+The settings are traits of `OpenCodeMagics`: `%config OpenCodeMagics` lists them.
+
+Prompt text is sent exactly as written: IPython's `{var}` and `$var` expansion is
+off for every magic here. Words on a magic's line are split the same way on every
+platform: a word that starts with `"` or `'` (or a value after `--option=`) runs
+to the matching quote, so `"my session"` is one word. Other quotes and
+backslashes are kept as typed.
+
+A user mistake or a server error raises `OpenCodeUsageError`, an IPython
+`UsageError`: the notebook shows one line without a traceback, and the cell fails.
+"""
+
+from __future__ import annotations
+
+import keyword
+import logging
+import math
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import httpx
+import pandas as pd
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, magics_class, no_var_expand
+from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
+from traitlets.config import Configurable
+
+from opencode_notebook.client import OpenCodeClient
+from opencode_notebook.errors import (
+    AuthenticationError,
+    ConnectError,
+    OpenCodeError,
+    PortNotAllowedError,
+    PromptTimeoutError,
+    ProtocolError,
+    RequestTimeoutError,
+    SessionNotFoundError,
+)
+from opencode_notebook.models import PromptReply, Session
+from opencode_notebook.operations import parse_model
+from opencode_notebook.render import MarkdownReply
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    import argparse
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class _Decorator(Protocol):
+        def __call__(self, func: _F, /) -> _F: ...
+
+    # IPython's decorators for magics are untyped or typed as a union. These
+    # signatures let mypy check the methods they decorate.
+    def argument(*args: Any, **kwargs: Any) -> _Decorator: ...
+    def magic_arguments(name: str | None = None) -> _Decorator: ...
+    def line_magic(func: _F, /) -> _F: ...
+    def line_cell_magic(func: _F, /) -> _F: ...
+
+else:
+    from IPython.core.magic import line_cell_magic, line_magic
+    from IPython.core.magic_arguments import argument, magic_arguments
+
+__all__ = [
+    "OpenCodeMagics",
+    "OpenCodeUsageError",
+    "StatusLine",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+logger = logging.getLogger("opencode_notebook")
+
+# In the line form of %opencode_prompt, a leading word is a session id only when it
+# looks like one: `ses_...` on OpenCode, `sess_...` in the API's examples.
+_SESSION_ID = re.compile(r"sess?_[0-9A-Za-z]+")
+_OPTION = re.compile(r"--?[A-Za-z]")
+_QUOTES = "\"'"
+# How many values each option of %opencode_prompt takes in the line form, where the
+# prompt text follows the options. `--new` takes a title only when it is quoted.
+_PROMPT_OPTION_VALUES = {"--model": 1, "--agent": 1, "--with": 1, "--out": 1}
+# Rows of a DataFrame shown to the model by `--with`.
+_CONTEXT_ROWS = 10
+_SESSION_ACTIONS = ("new", "use", "show", "delete")
+
+
+class OpenCodeUsageError(UsageError):
+    """A magic was used wrongly or its request failed, shown as one line."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows only the message for `UsageError` itself, but a full
+        # traceback for subclasses unless they render their own.
+        return [f"UsageError: {self}"]
+
+
+class StatusLine:
+    """One line of status text, displayed without quotes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# Splitting magic lines ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """A word of a magic's line: its text without quotes, and where it sits."""
+
+    text: str
+    start: int
+    end: int
+
+
+def _read_word(line: str, position: int) -> _Word | None:
+    """Read the word at or after `position`, or return `None` at the end."""
+    length = len(line)
+    while position < length and line[position].isspace():
+        position += 1
+    if position == length:
+        return None
+    start = position
+    pieces: list[str] = []
+    while position < length and not line[position].isspace():
+        char = line[position]
+        opens_quote = position == start or line[position - 1] == "="
+        if char in _QUOTES and opens_quote:
+            close = line.find(char, position + 1)
+            if close == -1:
+                raise OpenCodeUsageError(
+                    f"Unclosed {char} quote in {line[start:]!r}: add the closing "
+                    "quote, or quote the text with the other kind of quote."
+                )
+            pieces.append(line[position + 1 : close])
+            position = close + 1
+        else:
+            pieces.append(char)
+            position += 1
+    return _Word("".join(pieces), start, position)
+
+
+def _split_words(line: str) -> list[str]:
+    """Split a magic's line into words, with the quoting rules of this module."""
+    words: list[str] = []
+    position = 0
+    while (word := _read_word(line, position)) is not None:
+        words.append(word.text)
+        position = word.end
+    return words
+
+
+def _split_prompt_line(line: str) -> tuple[list[str], str]:
+    """
+    Split `%opencode_prompt`'s line into the leading arguments and the prompt text.
+
+    The arguments are a session id (a word such as `ses_...`) and options with
+    their values. The text starts at the first other word, or after `--`. It is
+    returned exactly as typed.
+    """
+    argv: list[str] = []
+    position = 0
+    session_seen = False
+    while True:
+        start = position
+        while start < len(line) and line[start].isspace():
+            start += 1
+        raw = line[start:].split(maxsplit=1)[0] if start < len(line) else ""
+        if not raw:
+            return argv, ""
+        if raw == "--":
+            text_start = start + 2
+            while text_start < len(line) and line[text_start].isspace():
+                text_start += 1
+            return argv, line[text_start:]
+        if _OPTION.match(raw):
+            position = _read_option(line, start, argv)
+        elif not session_seen and _SESSION_ID.fullmatch(raw):
+            argv.append(raw)
+            session_seen = True
+            position = start + len(raw)
+        else:
+            return argv, line[start:]
+
+
+def _read_option(line: str, start: int, argv: list[str]) -> int:
+    """Append the option at `start` and its values to `argv`, and return the end."""
+    option = _read_word(line, start)
+    assert option is not None, "called at the start of a word"
+    argv.append(option.text)
+    name, has_value, _ = option.text.partition("=")
+    values = 0 if has_value else _PROMPT_OPTION_VALUES.get(name, 0)
+    position = option.end
+    if name == "--new" and not has_value:
+        following = _read_word(line, position)
+        if following is not None and line[following.start] in _QUOTES:
+            values = 1
+    for _ in range(values):
+        value = _read_word(line, position)
+        if value is None:
+            break
+        argv.append(value.text)
+        position = value.end
+    return position
+
+
+def _check_variable_name(name: str | None, option: str) -> str | None:
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise OpenCodeUsageError(
+            f"Invalid variable name {name!r} for {option}: give a Python identifier "
+            "such as sessions_df."
+        )
+    return name
+
+
+# Context for --with -------------------------------------------------------------
+
+
+def _describe_frame(frame: pd.DataFrame) -> str:
+    rows, columns = frame.shape
+    lines = [f"shape: {rows} rows x {columns} columns", "dtypes:"]
+    lines += [f"  {column}: {dtype}" for column, dtype in frame.dtypes.items()]
+    shown = frame.head(_CONTEXT_ROWS)
+    with_index = not isinstance(frame.index, pd.RangeIndex)
+    lines.append(f"first {len(shown)} rows as CSV:")
+    lines.append(shown.to_csv(index=with_index).rstrip("\n"))
+    return "\n".join(lines)
+
+
+def _describe(name: str, value: object) -> str:
+    """Describe a variable for the model: a DataFrame in detail, a str as is."""
+    if isinstance(value, pd.DataFrame):
+        return _describe_frame(value)
+    if isinstance(value, str):
+        return value
+    try:
+        return repr(value)
+    except Exception as exc:
+        # A user's class can fail in its own __repr__. That is a fault of the
+        # variable, so it becomes a usage error that names the variable.
+        raise OpenCodeUsageError(
+            f"Cannot describe the variable {name!r} for --with: its repr() failed "
+            f"with {type(exc).__name__}: {exc}."
+        ) from exc
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def _context_block(name: str, value: object, limit: int) -> str:
+    """
+    Return a fenced Markdown block describing the variable `name`.
+
+    A description longer than `limit` characters is cut, and the heading states
+    the cut.
+    """
+    body = _describe(name, value)
+    heading = f"Variable `{name}` ({type(value).__name__})"
+    if len(body) > limit:
+        logger.warning(
+            "The --with description of %r was truncated to %d of %d characters. "
+            "Raise %%config OpenCodeMagics.context_limit to send more.",
+            name,
+            limit,
+            len(body),
+        )
+        heading += f", truncated to the first {limit} of {len(body)} characters"
+        body = body[:limit]
+    fence = "`" * max(3, _longest_backtick_run(body) + 1)
+    return f"{heading}:\n{fence}\n{body}\n{fence}"
+
+
+# The magics ---------------------------------------------------------------------
+
+
+@magics_class
+class OpenCodeMagics(Magics, Configurable):
+    """
+    The OpenCode magics and their settings.
+
+    The settings are read when the client is created, on first use. Changing
+    `url`, `port`, `direct` or a timeout replaces the client, and changing the
+    server also clears `current_session`, the id that prompts go to by default.
+    """
+
+    url = Unicode(
+        "",
+        help="URL of the gateway, or of `opencode serve` when `direct` is set. "
+        "Empty: $OPENCODE_NOTEBOOK_URL (direct: $OPENCODE_URL), else "
+        "http://localhost:3000 (direct: http://127.0.0.1:4096).",
+    ).tag(config=True)
+    port = Integer(
+        None,
+        allow_none=True,
+        help="Port (1-65535) of the OpenCode instance behind the gateway. "
+        "None: $OPENCODE_PORT, else 3100. Not used when `direct` is set.",
+    ).tag(config=True)
+    direct = Bool(
+        False,
+        help="Talk to `opencode serve` at `url` itself, without a gateway.",
+    ).tag(config=True)
+    model = Unicode(
+        "",
+        help="Model for prompts that name none, as provider/model (for example "
+        "local/echo). Empty: the session's or the server's default.",
+    ).tag(config=True)
+    agent = Unicode(
+        "",
+        help="Agent for prompts that name none, such as build or plan. "
+        "Empty: the server's default.",
+    ).tag(config=True)
+    timeout = Float(
+        30.0,
+        help="Seconds to wait for the answer to a request other than a prompt.",
+    ).tag(config=True)
+    prompt_timeout = Float(
+        600.0,
+        help="Seconds to wait for the agent to finish a prompt. A prompt that "
+        "times out is not sent again.",
+    ).tag(config=True)
+    context_limit = Integer(
+        10_000,
+        help="Maximum characters of each variable that --with adds to a prompt. "
+        "A longer description is truncated.",
+    ).tag(config=True)
+
+    # Set before the traits are configured, because the observers read them.
+    _client: OpenCodeClient | None = None
+    _owns_client = False
+    current_session: str | None = None
+
+    # Settings -------------------------------------------------------------------
+
+    @validate("url")
+    def _validate_url(self, proposal: dict[str, Any]) -> str:
+        url = str(proposal["value"]).strip()
+        if not url:
+            return ""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise TraitError(
+                f"Invalid OpenCodeMagics.url {url!r}: give an http(s) URL such as "
+                "'http://localhost:3000', or '' for the default."
+            )
+        return url.rstrip("/")
+
+    @validate("port")
+    def _validate_port(self, proposal: dict[str, Any]) -> int | None:
+        port = proposal["value"]
+        if port is not None and not 1 <= port <= 65535:
+            raise TraitError(
+                f"Invalid OpenCodeMagics.port {port!r}: give an integer from 1 to "
+                "65535, or None for $OPENCODE_PORT."
+            )
+        return port  # type: ignore[no-any-return]
+
+    @validate("timeout", "prompt_timeout")
+    def _validate_timeout(self, proposal: dict[str, Any]) -> float:
+        seconds = float(proposal["value"])
+        if not math.isfinite(seconds) or seconds <= 0:
+            name = proposal["trait"].name
+            raise TraitError(
+                f"Invalid OpenCodeMagics.{name} {seconds!r}: give a positive number "
+                "of seconds."
+            )
+        return seconds
+
+    @validate("model")
+    def _validate_model(self, proposal: dict[str, Any]) -> str:
+        model = str(proposal["value"]).strip()
+        if not model:
+            return ""
+        try:
+            parsed = parse_model(model)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise TraitError(
+                f"Invalid OpenCodeMagics.model {model!r}: give provider/model, such "
+                "as local/echo, or '' for the default."
+            )
+        return f"{parsed['providerID']}/{parsed['modelID']}"
+
+    @validate("agent")
+    def _validate_agent(self, proposal: dict[str, Any]) -> str:
+        agent = str(proposal["value"]).strip()
+        if any(char.isspace() for char in agent):
+            raise TraitError(
+                f"Invalid OpenCodeMagics.agent {agent!r}: give an agent name such "
+                "as build, or '' for the default."
+            )
+        return agent
+
+    @validate("context_limit")
+    def _validate_context_limit(self, proposal: dict[str, Any]) -> int:
+        limit = int(proposal["value"])
+        if limit < 1:
+            raise TraitError(
+                f"Invalid OpenCodeMagics.context_limit {limit!r}: give a positive "
+                "number of characters."
+            )
+        return limit
+
+    @observe("url", "port", "direct")
+    def _server_changed(self, change: dict[str, Any]) -> None:
+        self._drop_client()
+        if self.current_session is not None:
+            logger.info(
+                "Cleared the current session %s because it is on the previous server.",
+                self.current_session,
+            )
+            self.current_session = None
+
+    @observe("timeout", "prompt_timeout")
+    def _timeouts_changed(self, change: dict[str, Any]) -> None:
+        self._drop_client()
+
+    # The client -----------------------------------------------------------------
+
+    @property
+    def client(self) -> OpenCodeClient:
+        """The client of the magics, created from the settings on first use."""
+        if self._client is None:
+            self._client = self._create_client()
+            self._owns_client = True
+        return self._client
+
+    @client.setter
+    def client(self, client: OpenCodeClient) -> None:
+        # A client set from outside (for example one with a custom transport) is
+        # used until a server setting changes, and the magics never close it.
+        self._drop_client()
+        self._client = client
+        self._owns_client = False
+
+    def _create_client(self) -> OpenCodeClient:
+        try:
+            if self.direct:
+                return OpenCodeClient.direct(
+                    self.url or None,
+                    timeout=self.timeout,
+                    prompt_timeout=self.prompt_timeout,
+                )
+            return OpenCodeClient(
+                self.url or None,
+                port=self.port,
+                timeout=self.timeout,
+                prompt_timeout=self.prompt_timeout,
+            )
+        except ValueError as exc:
+            raise OpenCodeUsageError(str(exc)) from exc
+
+    def _drop_client(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+        self._client = None
+        self._owns_client = False
+
+    def close(self) -> None:
+        """Close the client the magics created."""
+        self._drop_client()
+
+    def _where(self) -> str:
+        client = self.client
+        if client.direct_mode:
+            return f"OpenCode at {client.base_url}"
+        return f"the gateway at {client.base_url} (OpenCode port {client.port})"
+
+    @contextmanager
+    def _server_errors(self, session_id: str | None = None) -> Iterator[None]:
+        """Turn the client's errors into one-line usage errors."""
+        try:
+            yield
+        except (OpenCodeError, ValueError) as exc:
+            raise self._usage_error(exc, session_id) from exc
+
+    def _usage_error(
+        self, exc: Exception, session_id: str | None
+    ) -> OpenCodeUsageError:
+        client = self.client
+        if isinstance(exc, ConnectError):
+            start = (
+                "`opencode serve`"
+                if client.direct_mode
+                else ("`opencode-notebook up` (or `opencode-notebook serve`)")
+            )
+            return OpenCodeUsageError(
+                f"Cannot connect to OpenCode at {client.base_url}: start it with "
+                f"{start}, or connect elsewhere with %opencode_connect URL."
+            )
+        if isinstance(exc, SessionNotFoundError) and session_id is not None:
+            return OpenCodeUsageError(
+                f"Session not found: {session_id!r} on {self._where()}. List the "
+                "sessions with %opencode_sessions."
+            )
+        if isinstance(exc, PromptTimeoutError):
+            return OpenCodeUsageError(
+                f"The prompt to session {exc.session_id} did not finish within "
+                f"{client.prompt_timeout:g} s. The reply may still arrive: read it "
+                f"later with %opencode_messages {exc.session_id}, or raise the limit "
+                "with %config OpenCodeMagics.prompt_timeout = SECONDS."
+            )
+        if isinstance(exc, RequestTimeoutError):
+            return OpenCodeUsageError(
+                f"{exc.message} Raise the limit with "
+                "%config OpenCodeMagics.timeout = SECONDS."
+            )
+        if isinstance(exc, AuthenticationError):
+            variable = (
+                "OPENCODE_SERVER_PASSWORD"
+                if client.direct_mode
+                else "OPENCODE_NOTEBOOK_TOKEN"
+            )
+            return OpenCodeUsageError(
+                f"{exc} Set {variable} and run %opencode_connect again."
+            )
+        if isinstance(exc, PortNotAllowedError):
+            return OpenCodeUsageError(
+                f"Port not allowed: the gateway at {client.base_url} does not serve "
+                f"OpenCode port {client.port}. Connect to an allowed port with "
+                "%opencode_connect URL --port N."
+            )
+        if isinstance(exc, ProtocolError):
+            return OpenCodeUsageError(
+                f"{exc.message} Check that {client.base_url} is an opencode-notebook "
+                "gateway, or use %opencode_connect URL --direct for opencode serve."
+            )
+        return OpenCodeUsageError(str(exc))
+
+    # Shared steps ---------------------------------------------------------------
+
+    def _parse(
+        self, magic: Callable[..., Any], argv: list[str], hint: str = ""
+    ) -> argparse.Namespace:
+        """Parse `argv` with the magic's parser, raising a mistake as one line."""
+        parser: argparse.ArgumentParser = magic.parser  # type: ignore[attr-defined]
+        parser.allow_abbrev = False
+        try:
+            return parser.parse_intermixed_args(argv)
+        except UsageError as exc:
+            name = magic.__name__
+            raise OpenCodeUsageError(
+                f"%{name}: {exc}. Run %{name}? to see its options.{hint}"
+            ) from None
+
+    def _session_or_current(self, session_id: str | None) -> str:
+        if session_id:
+            return session_id
+        if self.current_session is None:
+            raise OpenCodeUsageError(
+                "No current session: run %opencode_session new or pass a session id."
+            )
+        return self.current_session
+
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None, "the magics are registered with a shell"
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    def _deliver(self, value: Any, out: str | None) -> Any:
+        """Store `value` in the variable `out` and return None, or return it."""
+        if out is None:
+            return value
+        self._user_ns[out] = value
+        return None
+
+    # %opencode_connect ----------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    @magic_arguments()
+    @argument(
+        "url",
+        nargs="?",
+        help="URL of the gateway, or of opencode serve with --direct. Without "
+        "arguments, check the current connection.",
+    )
+    @argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="port (1-65535) of the OpenCode instance behind the gateway "
+        "(default: $OPENCODE_PORT, else 3100)",
+    )
+    @argument(
+        "--direct",
+        action="store_true",
+        help="talk to opencode serve at URL without a gateway",
+    )
+    def opencode_connect(self, line: str) -> StatusLine:
+        """Connect the magics to an OpenCode server and list its sessions."""
+        args = self._parse(self.opencode_connect, _split_words(line))
+        return self._connect(args)
+
+    def _connect(self, args: argparse.Namespace) -> StatusLine:
+        if args.direct and args.port is not None:
+            raise OpenCodeUsageError(
+                "--port selects an instance behind a gateway: with --direct, give "
+                "the URL of opencode serve itself, as in http://127.0.0.1:4096."
+            )
+        if args.url is not None or args.port is not None or args.direct:
+            try:
+                with self.hold_trait_notifications():
+                    self.url = args.url or ""
+                    self.port = args.port
+                    self.direct = args.direct
+            except TraitError as exc:
+                raise OpenCodeUsageError(str(exc)) from None
+        with self._server_errors():
+            count = len(self.client.list_sessions())
+        noun = "session" if count == 1 else "sessions"
+        return StatusLine(f"Connected to {self._where()}: {count} {noun}.")
+
+    # %opencode_sessions ---------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    @magic_arguments()
+    @argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="keep the N most recently updated sessions",
+    )
+    @argument(
+        "--search",
+        metavar="TEXT",
+        help="keep sessions whose title contains TEXT, ignoring case",
+    )
+    @argument("--title", metavar="TITLE", help="keep sessions titled exactly TITLE")
+    @argument(
+        "--out",
+        metavar="NAME",
+        help="store the DataFrame in the variable NAME and display nothing",
+    )
+    def opencode_sessions(self, line: str) -> pd.DataFrame | None:
+        """Return the sessions as a DataFrame, newest update first."""
+        args = self._parse(self.opencode_sessions, _split_words(line))
+        return self._deliver(self._sessions(args), args.out)  # type: ignore[no-any-return]
+
+    def _sessions(self, args: argparse.Namespace) -> pd.DataFrame:
+        from opencode_notebook.frames import sessions_frame
+
+        _check_variable_name(args.out, "--out")
+        if args.limit is not None and args.limit < 0:
+            raise OpenCodeUsageError(
+                f"Invalid --limit {args.limit}: give 0 or a positive number of "
+                "sessions."
+            )
+        with self._server_errors():
+            sessions = self.client.list_sessions()
+        if args.search is not None:
+            needle = args.search.casefold()
+            sessions = [s for s in sessions if needle in s.title.casefold()]
+        if args.title is not None:
+            sessions = [s for s in sessions if s.title == args.title]
+        # The server's order is not relied on: sort, then cut to the limit.
+        sessions.sort(key=lambda session: session.updated_at, reverse=True)
+        if args.limit is not None:
+            sessions = sessions[: args.limit]
+        return sessions_frame(sessions)
+
+    # %opencode_messages ---------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    @magic_arguments()
+    @argument("session", nargs="?", help="session id (default: the current session)")
+    @argument(
+        "--out",
+        metavar="NAME",
+        help="store the DataFrame in the variable NAME and display nothing",
+    )
+    def opencode_messages(self, line: str) -> pd.DataFrame | None:
+        """Return a session's messages as a DataFrame, oldest first."""
+        args = self._parse(self.opencode_messages, _split_words(line))
+        return self._deliver(self._messages(args), args.out)  # type: ignore[no-any-return]
+
+    def _messages(self, args: argparse.Namespace) -> pd.DataFrame:
+        from opencode_notebook.frames import messages_frame
+
+        _check_variable_name(args.out, "--out")
+        session_id = self._session_or_current(args.session)
+        with self._server_errors(session_id):
+            messages = self.client.list_messages(session_id)
+        return messages_frame(messages, session_id=session_id)
+
+    # %opencode_session ----------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    @magic_arguments()
+    @argument(
+        "action",
+        nargs="?",
+        default="show",
+        help="new, use, show or delete (default: show)",
+    )
+    @argument(
+        "words",
+        nargs="*",
+        metavar="ARG",
+        help="for new, the title (default: generated by OpenCode); for use and "
+        "delete, the session id; for show, a session id (default: the current "
+        "session)",
+    )
+    @argument(
+        "--parent",
+        metavar="ID",
+        help="with new, fork the session ID, copying its conversation",
+    )
+    def opencode_session(self, line: str) -> Session | StatusLine:
+        """Create, select, show or delete a session."""
+        args = self._parse(self.opencode_session, _split_words(line))
+        return self._session_action(args)
+
+    def _session_action(self, args: argparse.Namespace) -> Session | StatusLine:
+        action, words = args.action, args.words
+        if action not in _SESSION_ACTIONS:
+            raise OpenCodeUsageError(
+                f"Unknown action {action!r}: use %opencode_session new [TITLE], "
+                "use ID, show [ID] or delete ID."
+            )
+        if args.parent is not None and action != "new":
+            raise OpenCodeUsageError(
+                f"--parent applies to new, not {action}: run "
+                "%opencode_session new --parent ID."
+            )
+        if action == "new":
+            return self._new_session(" ".join(words) or None, args.parent)
+        if action == "show" and len(words) <= 1:
+            session_id = self._session_or_current(words[0] if words else None)
+            with self._server_errors(session_id):
+                return self.client.get_session(session_id)
+        if len(words) != 1:
+            raise OpenCodeUsageError(
+                f"%opencode_session {action} takes one session id, as in "
+                f"%opencode_session {action} ses_..."
+            )
+        if action == "use":
+            return self._use_session(words[0])
+        return self._delete_session(words[0])
+
+    def _new_session(self, title: str | None, parent_id: str | None) -> Session:
+        with self._server_errors(parent_id):
+            session = self.client.create_session(title, parent_id=parent_id)
+        self.current_session = session.id
+        return session
+
+    def _use_session(self, session_id: str) -> Session:
+        with self._server_errors(session_id):
+            session = self.client.get_session(session_id)
+        self.current_session = session.id
+        return session
+
+    def _delete_session(self, session_id: str) -> StatusLine:
+        with self._server_errors(session_id):
+            self.client.delete_session(session_id)
+        if session_id != self.current_session:
+            return StatusLine(f"Deleted session {session_id}.")
+        self.current_session = None
+        return StatusLine(
+            f"Deleted session {session_id}, which was the current session: "
+            "there is no current session now."
+        )
+
+    # %opencode_prompt -----------------------------------------------------------
+
+    @no_var_expand
+    @line_cell_magic
+    @magic_arguments()
+    @argument("session", nargs="?", help="session id (default: the current session)")
+    @argument(
+        "--new",
+        nargs="?",
+        const="",
+        metavar="TITLE",
+        help="send to a new session titled TITLE and make it the current "
+        "session (in the line form, TITLE must be quoted)",
+    )
+    @argument(
+        "--model",
+        metavar="PROVIDER/MODEL",
+        help="model for this prompt (default: OpenCodeMagics.model)",
+    )
+    @argument(
+        "--agent",
+        metavar="NAME",
+        help="agent for this prompt (default: OpenCodeMagics.agent)",
+    )
+    @argument(
+        "--with",
+        dest="context",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="add the variable NAME before the prompt: a DataFrame's shape, dtypes "
+        "and first rows, a str's text, or another value's repr (in the line form, "
+        "one NAME per --with)",
+    )
+    @argument(
+        "--out",
+        metavar="NAME",
+        help="also store the PromptReply in the variable NAME",
+    )
+    def opencode_prompt(self, line: str, cell: str | None = None) -> MarkdownReply:
+        """
+        Send a prompt and return the reply as the cell's value.
+
+        `%%opencode_prompt [options]` sends the cell body. `%opencode_prompt
+        [SESSION] [options] TEXT` sends TEXT, which starts at the first word that
+        is not a session id (`ses_...`) or an option, or after `--`. The text is
+        sent exactly as written.
+        """
+        if cell is None:
+            argv, text = _split_prompt_line(line)
+            args = self._parse(
+                self.opencode_prompt,
+                argv,
+                " Put `--` before prompt text that starts with a dash.",
+            )
+            empty_hint = (
+                "write the prompt after the options, as in %opencode_prompt "
+                "Explain this error, or use %%opencode_prompt with the prompt in "
+                "the cell body."
+            )
+        else:
+            args = self._parse(self.opencode_prompt, _split_words(line))
+            text = cell
+            empty_hint = "write the prompt in the cell body under %%opencode_prompt."
+        if not text.strip():
+            raise OpenCodeUsageError(f"Message text required: {empty_hint}")
+        reply = self._prompt(args, text)
+        return self._deliver_reply(reply, args.out)
+
+    def _prompt(self, args: argparse.Namespace, text: str) -> PromptReply:
+        # Every check runs before the first request, so a mistake sends nothing.
+        _check_variable_name(args.out, "--out")
+        model = self._prompt_model(args.model)
+        agent = (args.agent if args.agent is not None else self.agent).strip() or None
+        context = self._context(args.context or [])
+        if args.new is not None and args.session:
+            raise OpenCodeUsageError(
+                f"Give either a session id ({args.session}) or --new, not both."
+            )
+        if args.new is not None:
+            session_id = self._new_session(args.new or None, None).id
+        else:
+            session_id = self._session_or_current(args.session)
+        with self._server_errors(session_id):
+            return self.client.prompt(
+                session_id, context + text, model=model, agent=agent
+            )
+
+    def _prompt_model(self, requested: str | None) -> str | None:
+        model = requested if requested is not None else self.model
+        if not model.strip():
+            return None
+        try:
+            parse_model(model)
+        except ValueError as exc:
+            raise OpenCodeUsageError(str(exc)) from None
+        return model.strip()
+
+    def _context(self, names: list[str]) -> str:
+        """Describe the `--with` variables, each in a block ending in a blank line."""
+        blocks = []
+        for name in dict.fromkeys(names):
+            _check_variable_name(name, "--with")
+            if name not in self._user_ns:
+                raise OpenCodeUsageError(
+                    f"Unknown variable {name!r} in --with: define it first, or check "
+                    "the name."
+                )
+            value = self._user_ns[name]
+            blocks.append(_context_block(name, value, self.context_limit) + "\n\n")
+        return "".join(blocks)
+
+    def _deliver_reply(self, reply: PromptReply, out: str | None) -> MarkdownReply:
+        # The reply is shown once, as the cell's value, even with --out: a prompt's
+        # answer is what the cell is for. --out keeps the whole PromptReply too.
+        if out is not None:
+            self._user_ns[out] = reply
+        return MarkdownReply(reply.response)
+
+    # %opencode_chat -------------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    @magic_arguments()
+    @argument("session", nargs="?", help="session id (default: the current session)")
+    def opencode_chat(self, line: str) -> Any:
+        """Show the chat panel for a session."""
+        from opencode_notebook.chat import ChatPanel
+
+        args = self._parse(self.opencode_chat, _split_words(line))
+        session_id = args.session or self.current_session
+        return ChatPanel(client=self.client, session_id=session_id)
+
+
+def load_ipython_extension(shell: InteractiveShell) -> None:
+    """Register the magics and their settings with `shell`."""
+    configurables: list[Any] = shell.configurables
+    if any(isinstance(item, OpenCodeMagics) for item in configurables):
+        return
+    magics = OpenCodeMagics(shell=shell)
+    shell.register_magics(magics)
+    # `Magics.__init__` appends the instance to `configurables` already.
+    if magics not in configurables:
+        configurables.append(magics)
+
+
+def unload_ipython_extension(shell: InteractiveShell) -> None:
+    """Remove the magics and their settings from `shell`, and close the client."""
+    configurables: list[Any] = shell.configurables
+    manager = shell.magics_manager
+    for magics in [c for c in configurables if isinstance(c, OpenCodeMagics)]:
+        configurables.remove(magics)
+        for kind, names in magics.magics.items():
+            table = manager.magics[kind]
+            for name in names:
+                if getattr(table.get(name), "__self__", None) is magics:
+                    del table[name]
+        if manager.registry.get(type(magics).__name__) is magics:
+            del manager.registry[type(magics).__name__]
+        magics.close()
