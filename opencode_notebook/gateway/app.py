@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -196,6 +197,14 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
         raise GatewayError(400, f"Invalid JSON body: {exc}") from None
     except RecursionError:
         raise GatewayError(400, "Invalid JSON body: nested too deeply") from None
+    try:
+        # JSON escapes can spell lone surrogates, which no UTF-8 text can carry.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        lone = exc.object[exc.start : exc.end]
+        raise GatewayError(
+            400, f"Invalid JSON body: {lone!r} is a lone surrogate, not valid Unicode"
+        ) from None
     if not isinstance(data, dict):
         raise GatewayError(400, "Invalid JSON body: expected an object")
     return data
@@ -328,7 +337,7 @@ class Gateway:
 
     async def _dispatch(self, request: Request) -> Response:
         port = _parse_port(request.path_params["port"])
-        rest = request.path_params.get("rest", "")
+        rest = _encoded_rest(request)
         method = request.method
         route = _match_route(rest, method)
         if route is None:
@@ -403,6 +412,18 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [
 ]
 
 
+def _encoded_rest(request: Request) -> str:
+    """
+    Return the path after `/api/opencode/{port}/`, still percent-encoded.
+
+    Routes are matched before decoding, so that a session id may contain `/`.
+    """
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else request.url.path
+    parts = path.split("/", 4)
+    return parts[4] if len(parts) == 5 else ""
+
+
 def _match_route(rest: str, method: str) -> tuple[_Handler, str] | None:
     for pattern, handlers in _ROUTES:
         match = pattern.fullmatch(rest)
@@ -417,7 +438,9 @@ def _match_route(rest: str, method: str) -> tuple[_Handler, str] | None:
                 {"Allow": allowed},
             )
         session_id = match.groupdict().get("id")
-        return handler, "" if session_id is None else _session_id(session_id)
+        if session_id is None:
+            return handler, ""
+        return handler, _session_id(unquote(session_id))
     return None
 
 
@@ -443,7 +466,7 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/api/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi, methods=["GET"]),
         Route("/api/opencode/{port}", _AnyMethod(gateway.handle)),
-        Route("/api/opencode/{port}/{rest:path}", _AnyMethod(gateway.handle)),
+        _route_any_path("/api/opencode/{port}/{rest:path}", gateway.handle),
     ]
     middleware = []
     if config.cors_origins:
@@ -465,6 +488,16 @@ def create_app(config: GatewayConfig) -> Starlette:
     )
     app.state.gateway = gateway
     return app
+
+
+def _route_any_path(
+    path: str, handler: Callable[[Request], Awaitable[Response]]
+) -> Route:
+    """Build a route whose `path` parameter also matches line breaks."""
+    route = Route(path, _AnyMethod(handler))
+    # Starlette's `path` convertor is `.*`, which stops at a decoded `%0A`.
+    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    return route
 
 
 class _AnyMethod:

@@ -25,8 +25,14 @@ _INVALID_PORT = "Invalid port"
 _SESSION_ID_REQUIRED = "Session ID required"
 _MESSAGE_TEXT_REQUIRED = "Message text required"
 
-# A string with at least one character that is not whitespace.
-_NOT_BLANK = r"\S"
+# A string with at least one character that is not whitespace. The gateway tests
+# blankness with Python's `str.strip()`, whose whitespace differs from `\s` in
+# JSON Schema's ECMA-262 regexes (U+001C-U+001F and U+0085 in, U+FEFF out), so
+# the characters are listed.
+_NOT_BLANK = (
+    "[^\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -104,18 +110,18 @@ _SCHEMAS: dict[str, Any] = {
     },
     "CreateSession": {
         "type": "object",
-        "description": "Unknown fields are ignored.",
+        "description": "Unknown fields are ignored, and null is the same as absent.",
         "properties": {
-            "title": {"type": "string"},
+            "title": {"type": ["string", "null"]},
             "parentID": {
-                "type": "string",
+                "type": ["string", "null"],
                 "description": "Fork this session: the new one starts with a copy "
                 "of its conversation.",
             },
         },
     },
     "Model": {
-        "type": "object",
+        "type": ["object", "null"],
         "required": ["providerID", "modelID"],
         "properties": {
             "providerID": {"type": "string", "pattern": _NOT_BLANK},
@@ -124,13 +130,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Prompt": {
         "type": "object",
-        "description": "Unknown fields are ignored.",
+        "description": "Unknown fields are ignored, and a null model or agent is "
+        "the same as an absent one.",
         "required": ["text"],
         "properties": {
             "text": {"type": "string", "minLength": 1, "pattern": _NOT_BLANK},
             "model": {"$ref": "#/components/schemas/Model"},
             "agent": {
-                "type": "string",
+                "type": ["string", "null"],
                 "pattern": _NOT_BLANK,
                 "examples": ["build", "plan"],
             },
@@ -159,9 +166,31 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _ok(description: str, schema: str | dict[str, Any]) -> dict[str, Any]:
+def _ok(
+    description: str,
+    schema: str | dict[str, Any],
+    links: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     body = _ref(schema) if isinstance(schema, str) else schema
-    return {"description": description, "content": _json_content(body)}
+    response = {"description": description, "content": _json_content(body)}
+    if links:
+        response["links"] = links
+    return response
+
+
+# What a client can do next with the session it just created.
+_SESSION_LINKS = {
+    name: {
+        "operationId": operation_id,
+        "parameters": {"port": "$request.path.port", "id": "$response.body#/id"},
+    }
+    for name, operation_id in [
+        ("GetSession", "getSession"),
+        ("ListMessages", "listMessages"),
+        ("SendPrompt", "sendPrompt"),
+        ("DeleteSession", "deleteSession"),
+    ]
+}
 
 
 def _error(
@@ -293,7 +322,7 @@ def build_document(config: GatewayConfig) -> dict[str, Any]:
                 config,
                 "createSession",
                 "Create a session, or fork one with parentID",
-                _ok("The new session.", "Session"),
+                _ok("The new session.", "Session", links=_SESSION_LINKS),
                 body="CreateSession",
             )
         },
