@@ -880,9 +880,30 @@ class OpenCodeMagics(Magics, Configurable):
             session_id = self._new_session(args.new or None, None).id
         else:
             session_id = self._session_or_current(args.session)
-        with self._server_errors(session_id):
-            return self.client.prompt(
-                session_id, context + text, model=model, agent=agent
+        try:
+            with self._server_errors(session_id):
+                return self.client.prompt(
+                    session_id, context + text, model=model, agent=agent
+                )
+        except KeyboardInterrupt:
+            # OpenCode keeps running a turn whose client went away, so an
+            # interrupted cell stops the turn explicitly.
+            self._abort(session_id)
+            raise
+
+    def _abort(self, session_id: str) -> None:
+        try:
+            self.client.abort(session_id)
+        except OpenCodeError as exc:
+            logger.warning(
+                "Failed to stop the agent's turn in session %s after the interrupt: %s",
+                session_id,
+                exc,
+            )
+        else:
+            logger.info(
+                "Stopped the agent's turn in session %s after the interrupt.",
+                session_id,
             )
 
     def _prompt_model(self, requested: str | None) -> str | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -422,6 +425,33 @@ def test_direct_mode_runs_every_magic(
     assert session.id in set(sessions["id"])
     with pytest.raises(UsageError, match=r"^Session not found: 'ses_nothere' on "):
         shell.run_line_magic("opencode_messages", "ses_nothere")
+
+
+def test_interrupted_prompt_stops_the_turn(
+    shell: InteractiveShell, chain: LocalChain
+) -> None:
+    url = chain.opencode_urls[0]
+    shell.run_line_magic("opencode_connect", f"{url} --direct")
+    session = shell.run_line_magic("opencode_session", "new interrupted")
+
+    def interrupt_once_the_turn_runs() -> None:
+        with OpenCodeClient.direct(url) as watcher:
+            while not any(
+                message.role == "assistant"
+                for message in watcher.list_messages(session.id)
+            ):
+                time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_the_turn_runs)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("opencode_prompt", "", "[[delay 0.3]] " + "word " * 20)
+    interrupter.join()
+    with OpenCodeClient.direct(url) as client:
+        user, assistant = client.list_messages(session.id)
+    assert user.role == "user"
+    assert assistant.extra["error"] == "MessageAbortedError: Aborted"
 
 
 # %opencode_chat
