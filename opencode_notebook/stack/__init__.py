@@ -1,7 +1,8 @@
 """Start and stop the local chain: offline model, OpenCode servers, gateway.
 
 The names are imported on first use, so that `python -m
-opencode_notebook.stack.offline_model` runs its module only once.
+opencode_notebook.stack.offline_model` runs its module only once and using
+`OpenCodeServer` does not import Starlette.
 """
 
 from __future__ import annotations
@@ -10,11 +11,42 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .chain import LocalChain
     from .offline_model import OfflineModel
+    from .opencode import (
+        OPENCODE_VERSION,
+        OpenCodeNotFoundError,
+        OpenCodeServer,
+        find_opencode_binary,
+        isolated_config,
+    )
+    from .process import StackError, StartError, free_port
 
-__all__ = ["OfflineModel"]
+__all__ = [
+    "OPENCODE_VERSION",
+    "LocalChain",
+    "OfflineModel",
+    "OpenCodeNotFoundError",
+    "OpenCodeServer",
+    "StackError",
+    "StartError",
+    "find_opencode_binary",
+    "free_port",
+    "isolated_config",
+]
 
-_MODULES = {"OfflineModel": "offline_model"}
+_MODULES = {
+    "LocalChain": "chain",
+    "OfflineModel": "offline_model",
+    "OPENCODE_VERSION": "opencode",
+    "OpenCodeNotFoundError": "opencode",
+    "OpenCodeServer": "opencode",
+    "find_opencode_binary": "opencode",
+    "isolated_config": "opencode",
+    "StackError": "process",
+    "StartError": "process",
+    "free_port": "process",
+}
 
 
 def __getattr__(name: str) -> Any:
