@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 import httpx
 
+from opencode_notebook import turns
 from opencode_notebook.errors import (
     ConnectError,
     OpenCodeError,
@@ -37,6 +38,7 @@ from opencode_notebook.operations import (
     SessionsAPI,
     check_session_id,
 )
+from opencode_notebook.prompt_stream import AsyncPromptStream, PromptStream
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -212,6 +214,24 @@ class _ClientBase:
                 "OpenCodeClient.direct() to list them, or name one yourself."
             )
         return self._api
+
+    def _turn(
+        self,
+        session_id: str,
+        text: str,
+        model: ModelLike | None,
+        agent: str | None,
+        timeout: float | None,
+    ) -> turns.DirectTurn | turns.GatewayTurn:
+        seconds = self.prompt_timeout if timeout is None else timeout
+        if isinstance(self._api, NativeAPI):
+            return turns.DirectTurn(
+                self._api, session_id, text, model, agent, seconds, turns.TIMING
+            )
+        assert isinstance(self._api, GatewayAPI)
+        return turns.GatewayTurn(
+            self._api, session_id, text, model, agent, seconds, turns.TIMING
+        )
 
     @staticmethod
     def _is_retryable(call: Call, exc: httpx.TransportError, attempt: int) -> bool:
@@ -406,6 +426,31 @@ class OpenCodeClient(_ClientBase):
         operation = self._api.prompt(session_id, text, model, agent)
         with self._prompt_lock(session_id):
             return self._run(operation, timeout=timeout, session_id=session_id)
+
+    def stream_prompt(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        model: ModelLike | None = None,
+        agent: str | None = None,
+        timeout: float | None = None,
+    ) -> PromptStream:
+        """
+        Send a prompt and yield the agent's progress as it works.
+
+        Takes the arguments of `prompt()`; `timeout` bounds the whole turn. The
+        stream yields `TextDelta`, `ToolUpdate`, `StepFinish` and `SessionRetry`
+        events (`opencode_notebook.streaming`), then the same `PromptReply` as
+        `prompt()`. Use it in a `with` block: leaving early aborts the turn. A
+        turn stopped by `abort()` ends it with `PromptAbortedError`.
+        """
+        turn = self._turn(session_id, text, model, agent, timeout)
+        return PromptStream(self, turn, self._prompt_lock(session_id))
+
+    def abort(self, session_id: str) -> None:
+        """Stop the agent's turn in a session; the session stays usable."""
+        self._run(self._api.abort(session_id))
 
     def list_models(self) -> list[str]:
         """
@@ -619,6 +664,28 @@ class AsyncOpenCodeClient(_ClientBase):
         lock = self._prompt_locks.setdefault(session_id, asyncio.Lock())
         async with lock:
             return await self._run(operation, timeout=timeout, session_id=session_id)
+
+    def stream_prompt(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        model: ModelLike | None = None,
+        agent: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncPromptStream:
+        """
+        Send a prompt and yield the agent's progress (see `OpenCodeClient`).
+
+        Iterate with `async for`, in an `async with` block.
+        """
+        turn = self._turn(session_id, text, model, agent, timeout)
+        lock = self._prompt_locks.setdefault(session_id, asyncio.Lock())
+        return AsyncPromptStream(self, turn, lock)
+
+    async def abort(self, session_id: str) -> None:
+        """Stop the agent's turn in a session; the session stays usable."""
+        await self._run(self._api.abort(session_id))
 
     async def list_models(self) -> list[str]:
         """Return the instance's models as sorted `provider/model`; direct mode only."""
