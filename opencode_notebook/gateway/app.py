@@ -9,11 +9,13 @@ with the same code the client uses in direct mode. Every error goes out as
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -35,6 +37,7 @@ from opencode_notebook.errors import (
     ConnectError,
     MessageTextRequiredError,
     OpenCodeError,
+    PromptAbortedError,
     PromptTimeoutError,
     ProtocolError,
     RequestTimeoutError,
@@ -43,12 +46,19 @@ from opencode_notebook.errors import (
     TransportError,
 )
 from opencode_notebook.gateway.openapi import build_document
+from opencode_notebook.models import PromptReply
+from opencode_notebook.prompt_stream import AsyncPromptStream
+from opencode_notebook.streaming import StreamEvent, event_to_json
 
 __all__ = ["GatewayConfig", "GatewayError", "create_app", "parse_port_ranges"]
 
 logger = logging.getLogger("opencode_notebook.gateway")
 
 _DEFAULT_BODY_LIMIT = 1024 * 1024
+
+# A streamed prompt sends a comment line when it has had nothing to send for this
+# many seconds, so that clients and proxies keep the connection open.
+_KEEPALIVE_SECONDS = 10.0
 
 
 class GatewayError(Exception):
@@ -217,6 +227,36 @@ def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+def _sse(data: Mapping[str, Any]) -> str:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return f"data: {text}\n\n"
+
+
+def _prompt_args(
+    body: Mapping[str, Any],
+) -> tuple[str, dict[str, str] | None, str | None]:
+    """Return the text, model and agent of a prompt request's body."""
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise GatewayError(500, "Message text required")
+    return text, _prompt_model(body), _optional_string(body, "agent")
+
+
+async def _start_stream(
+    client: AsyncOpenCodeClient,
+    session_id: str,
+    text: str,
+    model: dict[str, str] | None,
+    agent: str | None,
+) -> AsyncPromptStream:
+    stream = client.stream_prompt(session_id, text, model=model, agent=agent)
+    # As with a plain prompt, a client that disconnects leaves the turn running;
+    # the abort route stops it.
+    stream.abort_on_close = False
+    await stream.start()
+    return stream
+
+
 def _prompt_model(body: Mapping[str, Any]) -> dict[str, str] | None:
     model = body.get("model")
     if model is None:
@@ -383,16 +423,95 @@ class Gateway:
 
     async def prompt(self, request: Request, port: int, session_id: str) -> Response:
         body = await _read_json(request, self.config.body_limit)
-        text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise GatewayError(500, "Message text required")
-        model = _prompt_model(body)
-        agent = _optional_string(body, "agent")
+        text, model, agent = _prompt_args(body)
         reply = await self._call(
             port,
             lambda client: client.prompt(session_id, text, model=model, agent=agent),
         )
         return _json_response(reply.to_json())
+
+    async def prompt_stream(
+        self, request: Request, port: int, session_id: str
+    ) -> Response:
+        """Stream a prompt's progress as server-sent events (see docs/streaming.md)."""
+        body = await _read_json(request, self.config.body_limit)
+        text, model, agent = _prompt_args(body)
+        # Failures up to here, and while the prompt is sent, answer with the
+        # contract's JSON error; later ones become an `error` event.
+        stream = await self._call(
+            port,
+            lambda client: _start_stream(client, session_id, text, model, agent),
+        )
+        return StreamingResponse(
+            self._stream_events(request, stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _stream_events(
+        self, request: Request, stream: AsyncPromptStream
+    ) -> AsyncIterator[str]:
+        yield _sse(
+            {
+                "type": "start",
+                "sessionId": stream.session_id,
+                "userMessageId": stream.user_message_id,
+            }
+        )
+        # The stream is read by a task, so that a quiet turn can be waited for
+        # with a timeout (and a keep-alive line) without cancelling the read.
+        queue: asyncio.Queue[StreamEvent | Exception] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in stream:
+                    await queue.put(event)
+            except Exception as exc:
+                await queue.put(exc)
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if isinstance(item, Exception):
+                    yield _sse(self._stream_failure(request, item))
+                    return
+                yield _sse(event_to_json(item))
+                if isinstance(item, PromptReply):
+                    return
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await stream.aclose()
+
+    def _stream_failure(self, request: Request, exc: Exception) -> dict[str, Any]:
+        if isinstance(exc, PromptAbortedError):
+            return {
+                "type": "aborted",
+                "messageId": exc.message_id,
+                "response": exc.partial_text,
+            }
+        if isinstance(exc, OpenCodeError):
+            status, message = self._upstream_failure(request, exc)
+        else:
+            logger.error(
+                "%s %s failed while streaming",
+                request.method,
+                request.url.path,
+                exc_info=exc,
+            )
+            status, message = 500, "Internal gateway error: see the gateway's log"
+        return {"type": "error", "statusCode": status, "message": message}
+
+    async def abort(self, request: Request, port: int, session_id: str) -> Response:
+        """Stop the turn running in a session."""
+        await self._call(port, lambda client: client.abort(session_id))
+        return _json_response({"success": True})
 
 
 _Handler = Callable[[Gateway, Request, int, str], Awaitable[Response]]
@@ -409,6 +528,11 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, _Handler]]] = [
     ),
     (re.compile(r"session/(?P<id>[^/]*)/messages/?"), {"GET": Gateway.list_messages}),
     (re.compile(r"session/(?P<id>[^/]*)/prompt/?"), {"POST": Gateway.prompt}),
+    (
+        re.compile(r"session/(?P<id>[^/]*)/prompt/stream/?"),
+        {"POST": Gateway.prompt_stream},
+    ),
+    (re.compile(r"session/(?P<id>[^/]*)/abort/?"), {"POST": Gateway.abort}),
 ]
 
 
