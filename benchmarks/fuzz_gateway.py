@@ -2,11 +2,11 @@
 Fuzz the gateway with schemathesis against its own OpenAPI document.
 
 The script starts a local chain (offline model, a real `opencode serve`, the
-gateway), reads `GET /api/openapi.json`, pins the `port` parameter to the one
-OpenCode port the gateway serves (other ports only get a 403) and runs
-`schemathesis run` on loopback with every check, bounded by `--max-examples`
-per operation and `--max-time` for the whole run. It prints how many requests
-were sent, the count of each status, and every failure schemathesis found.
+gateway) and reads `GET /api/openapi.json`. It pins the `port` parameter to the
+one OpenCode port the gateway serves, because other ports only get a 403. Then
+it runs `schemathesis run` on loopback with every check, bounded by
+`--max-examples` per operation and `--max-time` for the whole run, and prints
+the requests sent, the count of each status and every failure found.
 
 Exit status 0 means that every response was documented, matched its schema,
 and that no 5xx other than the contract's was sent: 500 with "Invalid port",
@@ -129,6 +129,7 @@ def run_fuzz(
     config.write_text(CONFIG)
     report = workdir / "report.json"
     har = workdir / "report.har"
+
     command = [
         sys.executable,
         "-m",
@@ -163,6 +164,7 @@ def run_fuzz(
     ]
     if seed is not None:
         command += ["--seed", str(seed)]
+
     env = dict(os.environ, SCHEMATHESIS_HOOKS=str(Path(__file__).resolve()))
     env["NO_COLOR"] = "1"
     # schemathesis keeps a cache folder in its working directory.
@@ -174,6 +176,7 @@ def run_fuzz(
         text=True,
         timeout=max_time + 300,
     )
+
     summary = json.loads(report.read_text()) if report.exists() else {}
     output = finished.stdout + finished.stderr
     return finished.returncode, summary, _status_counts(har), output
