@@ -16,6 +16,7 @@ import pandas as pd
 from IPython.core.error import UsageError
 
 __all__ = [
+    "_SESSION_ID",
     "OpenCodeUsageError",
     "_check_variable_name",
     "_context_block",

@@ -165,6 +165,41 @@ def test_session_new_with_parent_forks(
     assert magics_of(shell).current_session == fork.id
 
 
+def test_session_fork_current(shell: InteractiveShell, client: OpenCodeClient) -> None:
+    parent = shell.run_line_magic("opencode_session", "new fork me")
+    shell.run_cell_magic("opencode_prompt", "", "first turn")
+    fork = shell.run_line_magic("opencode_session", "fork Try B")
+    assert isinstance(fork, Session)
+    assert fork.parent_id == parent.id
+    assert fork.title == "Try B"
+    assert magics_of(shell).current_session == fork.id
+    assert user_texts(client, fork.id) == ["first turn"]
+    reply = shell.run_cell_magic("opencode_prompt", "", "second turn")
+    assert reply.text == "Echo: second turn"
+    assert user_texts(client, fork.id) == ["first turn", "second turn"]
+    assert user_texts(client, parent.id) == ["first turn"]
+
+
+def test_session_fork_by_id(shell: InteractiveShell, client: OpenCodeClient) -> None:
+    parent = client.create_session("fork by id")
+    current = shell.run_line_magic("opencode_session", "new stays aside")
+    fork = shell.run_line_magic("opencode_session", f"fork {parent.id}")
+    assert fork.parent_id == parent.id
+    assert fork.id not in (parent.id, current.id)
+    assert fork.title
+    assert magics_of(shell).current_session == fork.id
+
+
+def test_session_fork_unknown(shell: InteractiveShell) -> None:
+    current = shell.run_line_magic("opencode_session", "new fork source")
+    with pytest.raises(UsageError) as excinfo:
+        shell.run_line_magic("opencode_session", "fork ses_doesnotexist")
+    assert str(excinfo.value).startswith(
+        "Session not found: 'ses_doesnotexist' on the gateway at "
+    )
+    assert magics_of(shell).current_session == current.id
+
+
 def test_session_use_and_show(shell: InteractiveShell, client: OpenCodeClient) -> None:
     created = client.create_session("use me")
     used = shell.run_line_magic("opencode_session", f"use {created.id}")

@@ -267,6 +267,13 @@ def test_usage_error_stops_a_cell(
             "opencode_session", "use ses_1 --parent ses_2", "--parent applies", id="p"
         ),
         pytest.param("opencode_session", "show", "No current session", id="show"),
+        pytest.param("opencode_session", "fork", "No current session", id="fork"),
+        pytest.param(
+            "opencode_session", "fork Try B", "No current session", id="fork-title"
+        ),
+        pytest.param(
+            "opencode_session", "fork ses_1 --parent ses_2", "--parent applies", id="fp"
+        ),
         pytest.param(
             "opencode_connect",
             "http://127.0.0.1:1 --direct --port 3100",
@@ -549,6 +556,72 @@ def test_with_failing_repr_is_usage_error(
     with pytest.raises(UsageError, match=r"'broken'.*RuntimeError: no repr"):
         shell.run_cell_magic("opencode_prompt", "ses_1 --with broken", "hi")
     assert silent.requests == []
+
+
+# Forking
+
+
+def fork_handler(request: httpx.Request) -> httpx.Response:
+    """Return the fork the gateway would create, with the id `ses_fork`."""
+    body = json.loads(request.content)
+    session = session_json("ses_fork", "2026-03-02T00:00:00.000Z", "fork")
+    session["title"] = body.get("title") or "parent (fork #1)"
+    session["parentID"] = body["parentID"]
+    return httpx.Response(200, json=session)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected_body"),
+    [
+        pytest.param("fork", {"parentID": "ses_current"}, id="current"),
+        pytest.param(
+            "fork Try B",
+            {"title": "Try B", "parentID": "ses_current"},
+            id="current-titled",
+        ),
+        pytest.param(
+            "fork 'ses_like title'",
+            {"title": "ses_like title", "parentID": "ses_current"},
+            id="quoted-title",
+        ),
+        pytest.param("fork ses_other", {"parentID": "ses_other"}, id="by-id"),
+        pytest.param(
+            'fork ses_other "Try C"',
+            {"title": "Try C", "parentID": "ses_other"},
+            id="by-id-titled",
+        ),
+    ],
+)
+def test_session_fork_request(
+    shell: InteractiveShell,
+    magics: OpenCodeMagics,
+    line: str,
+    expected_body: dict[str, str],
+) -> None:
+    recorder = Recorder(fork_handler)
+    magics.client = mock_client(recorder)
+    magics.current_session = "ses_current"
+    fork = shell.run_line_magic("opencode_session", line)
+    (request,) = recorder.requests
+    assert request.method == "POST"
+    assert request.url.path == "/api/opencode/3100/session/create"
+    assert json.loads(request.content) == expected_body
+    assert fork.id == "ses_fork"
+    assert fork.parent_id == expected_body["parentID"]
+    assert magics.current_session == "ses_fork"
+
+
+def test_session_fork_unknown_keeps_current(
+    shell: InteractiveShell, magics: OpenCodeMagics
+) -> None:
+    magics.client = mock_client(
+        failing(404, {"statusCode": 404, "message": "Session not found"})
+    )
+    magics.current_session = "ses_current"
+    with pytest.raises(UsageError) as excinfo:
+        shell.run_line_magic("opencode_session", "fork ses_gone")
+    assert str(excinfo.value).startswith("Session not found: 'ses_gone' on ")
+    assert magics.current_session == "ses_current"
 
 
 # Sessions list
