@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,6 +51,14 @@ _ROLE_BACKGROUNDS = {
 }
 _HEADER_STYLE = "font-size: 0.85em; color: var(--jp-ui-font-color2, #666);"
 _ERROR_STYLE = "color: var(--jp-error-color1, #c62828);"
+# Markdown paragraphs keep their margins inside a message, except at its edges,
+# and code blocks stand out from the text around them.
+_PANEL_CSS = (
+    "<style>.opencode-chat-message p:first-of-type { margin-top: 0; } "
+    ".opencode-chat-message p:last-child { margin-bottom: 0; } "
+    ".opencode-chat-message pre { padding: 6px 8px; border-radius: 4px; "
+    "overflow-x: auto; background: var(--jp-layout-color0, #fff); }</style>"
+)
 _STATUS_STYLES = {
     "info": "color: var(--jp-ui-font-color2, #666);",
     "hint": "color: var(--jp-warn-color1, #b26a00);",
@@ -156,7 +165,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        # Widget callbacks in a Jupyter kernel run inside its loop. Elsewhere the
+        # Cells in a Jupyter kernel run inside its loop. Elsewhere the panel's
         # tasks start once the caller runs this thread's loop.
         return asyncio.get_event_loop()
 
@@ -206,11 +215,11 @@ class ChatPanel(traitlets.HasTraits):
     A panel displays as its widget, so `ChatPanel()` as the last line of a cell
     shows it.
 
-    Send runs the prompt as an asyncio task on the running event loop (the
-    kernel's, in Jupyter), so other cells run while the agent works; `send()`
-    returns that task. While a prompt is in flight, further sends are ignored. The
-    text stays in the box until the server has accepted it, and every error shows
-    in the status line. With no session selected, Send creates one.
+    Send runs the prompt as an asyncio task on the event loop the panel was made
+    on (the kernel's, in Jupyter), so other cells run while the agent works;
+    `send()` returns that task. While a prompt is in flight, further sends are
+    ignored. The text stays in the box until the server has accepted it, and every
+    error shows in the status line. With no session selected, Send creates one.
 
     ipywidgets' `Textarea` reports no key events, so Send has no keyboard shortcut:
     click the button.
@@ -233,7 +242,9 @@ class ChatPanel(traitlets.HasTraits):
     ) -> None:
         super().__init__()
         self.client, self._owns_client = _async_client(client)
+        self._loop = _event_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._send_lock = threading.Lock()
         self._sending: asyncio.Task[PromptReply | None] | None = None
         self._history_session: str | None = None
         self._history_ids: set[str] = set()
@@ -293,11 +304,12 @@ class ChatPanel(traitlets.HasTraits):
         # when Send is clicked is what the user sees in the box.
         self.input = widgets.Textarea(
             placeholder="Message the agent",
-            layout=widgets.Layout(width="100%", height="6em"),
+            layout=widgets.Layout(flex="1 1 auto", width="auto", height="6em"),
         )
         self.send_button = _button(
             "Send", "Send the message", button_style="primary", icon="paper-plane"
         )
+        self.send_button.layout.flex = "0 0 auto"
         self.status = widgets.HTML()
 
         panel = widgets.VBox(
@@ -316,6 +328,7 @@ class ChatPanel(traitlets.HasTraits):
                 widgets.HBox([self.model_picker, self.agent_picker]),
                 widgets.HBox([self.input, self.send_button]),
                 self.status,
+                widgets.HTML(_PANEL_CSS),
             ],
             **kwargs,
         )
@@ -342,9 +355,10 @@ class ChatPanel(traitlets.HasTraits):
         value = self.session_picker.value
         return str(value) if value is not None else None
 
-    # Public actions: each starts a task on the event loop and returns it.
+    # Public actions: each starts a task on the panel's event loop and returns it,
+    # or returns None when called from another thread (see `_start`).
 
-    def refresh(self, select: str | None = None) -> asyncio.Task[None]:
+    def refresh(self, select: str | None = None) -> asyncio.Task[None] | None:
         """Reload the session list and open `select` (default: the current one)."""
         return self._start(self._refresh(select))
 
@@ -357,23 +371,29 @@ class ChatPanel(traitlets.HasTraits):
         flight this starts nothing and returns that send's task. With a blank box it
         shows a hint, sends nothing and returns `None`.
         """
-        if self._sending is not None:
-            return self._sending
-        text = self.input.value
-        if not text.strip():
-            self._set_status("Type a message first.", "hint")
-            return None
+        # The check and the flag are one step, because clicks may arrive on
+        # another thread than the one the panel's loop runs on.
+        with self._send_lock:
+            if self.busy:
+                return self._sending
+            text = self.input.value
+            if not text.strip():
+                self._set_status("Type a message first.", "hint")
+                return None
+            self.set_trait("busy", True)
         model = self.model_picker.value.strip() or None
         agent = self.agent_picker.value.strip() or None
-        self.set_trait("busy", True)
         self.send_button.disabled = True
         self._set_status("Sending…", "sending")
-        task = self._start(self._send_prompt(text, model, agent))
+        task = self._start(
+            self._send_prompt(text, model, agent), on_done=self._send_done
+        )
         self._sending = task
-        task.add_done_callback(self._send_done)
         return task
 
-    def new_session(self, title: str | None = None) -> asyncio.Task[Session | None]:
+    def new_session(
+        self, title: str | None = None
+    ) -> asyncio.Task[Session | None] | None:
         """Create a session and open it."""
         return self._start(self._create(title, parent_id=None))
 
@@ -384,7 +404,9 @@ class ChatPanel(traitlets.HasTraits):
             return None
         return self._start(self._create(None, parent_id=self.session_id))
 
-    def delete_session(self, session_id: str | None = None) -> asyncio.Task[bool]:
+    def delete_session(
+        self, session_id: str | None = None
+    ) -> asyncio.Task[bool] | None:
         """
         Delete a session (default: the selected one) without asking.
 
@@ -400,14 +422,14 @@ class ChatPanel(traitlets.HasTraits):
 
     def close(self) -> None:
         """Cancel the panel's requests, close its widgets and the client it made."""
-        for task in list(self._tasks):
-            task.cancel()
         _close_tree(self.widget)
+        if self._on_own_loop():
+            self._cancel_tasks()
+        else:
+            self._loop.call_soon_threadsafe(self._cancel_tasks)
         if self._owns_client:
-            try:
-                asyncio.get_running_loop().create_task(self.client.aclose())
-            except RuntimeError:
-                logger.debug("No running event loop: the chat client stays open.")
+            self._owns_client = False
+            self._start(self.client.aclose())
 
     async def aclose(self) -> None:
         """Close the panel, and wait for the client it made to close."""
@@ -457,12 +479,46 @@ class ChatPanel(traitlets.HasTraits):
 
     # Tasks.
 
-    def _start(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = _event_loop().create_task(coroutine)
+    def _start(
+        self,
+        coroutine: Coroutine[Any, Any, T],
+        on_done: Callable[[asyncio.Task[T]], object] | None = None,
+    ) -> asyncio.Task[T] | None:
+        """
+        Run a coroutine as a task on the panel's event loop.
+
+        Returns the task, or `None` when called from another thread. JupyterLab
+        4.6 with ipykernel 7 delivers widget messages on a kernel subshell's
+        thread, which runs an event loop of its own, while the client's
+        connections belong to the loop the panel was made on.
+        """
+        if self._on_own_loop():
+            return self._create_task(coroutine, on_done)
+        self._loop.call_soon_threadsafe(self._create_task, coroutine, on_done)
+        return None
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return not self._loop.is_running()
+
+    def _create_task(
+        self,
+        coroutine: Coroutine[Any, Any, T],
+        on_done: Callable[[asyncio.Task[T]], object] | None,
+    ) -> asyncio.Task[T]:
+        task = self._loop.create_task(coroutine)
         # The loop keeps only weak references to tasks.
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        if on_done is not None:
+            task.add_done_callback(on_done)
         return task
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -593,7 +649,7 @@ class ChatPanel(traitlets.HasTraits):
         self, text: str, model: str | None, agent: str | None
     ) -> PromptReply | None:
         started = time.monotonic()
-        ticker = self._start(self._tick(started))
+        ticker = self._create_task(self._tick(started), None)
         pending: widgets.HTML | None = None
         try:
             session_id = self.session_id

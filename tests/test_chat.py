@@ -409,6 +409,27 @@ async def test_kernel_loop_stays_free_during_send(gateway: FakeGateway) -> None:
     assert finished == ["other cell", "reply"]
 
 
+async def test_click_from_another_thread(gateway: FakeGateway) -> None:
+    # JupyterLab can deliver widget messages on a kernel subshell's thread,
+    # which runs an event loop of its own.
+    gateway.add_session("Subshell")
+    gateway.prompt_delay = 0.2
+    panel = await open_panel(gateway)
+    panel.input.value = "from another thread"
+
+    async def click_twice() -> None:
+        panel.send_button.click()
+        panel.send_button.click()
+
+    await asyncio.to_thread(asyncio.run, click_twice())
+    await panel.wait()
+
+    assert len(gateway.posts("/prompt")) == 1
+    assert len(history_html(panel)) == 2
+    assert panel.input.value == ""
+    assert not panel.busy
+
+
 # Untrusted text.
 
 
