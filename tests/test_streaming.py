@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ import pytest
 from opencode_notebook import (
     AsyncOpenCodeClient,
     BadRequestError,
+    ConnectError,
     MessageTextRequiredError,
     OpenCodeClient,
+    OpenCodeServerError,
     PromptAbortedError,
     PromptReply,
     PromptTimeoutError,
@@ -983,6 +986,72 @@ def test_stream_releases_the_session_lock(fast_timing: turns.StreamTiming) -> No
     collect(client)
 
     assert not client._prompt_lock(SESSION_ID).locked()
+
+
+def test_stream_sends_text_byte_for_byte(fast_timing: turns.StreamTiming) -> None:
+    text = 'Explain {v:k for k,v in d.items()} and {not_a_var} in {"a": 1} $x %s'
+    fake = FakeOpenCode([turn_script(["Echo: ", "x"])])
+
+    collect(direct_client(fake), text)
+
+    assert fake.prompts[0]["parts"] == [{"type": "text", "text": text}]
+
+
+def test_stream_to_closed_port_fails_fast() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = OpenCodeClient.direct(f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+
+    with pytest.raises(ConnectError, match=f"Cannot connect to OpenCode at .*:{port}"):
+        client.stream_prompt(SESSION_ID, "hi").start()
+
+    assert time.monotonic() - started < 5
+
+
+def test_sync_stream_inside_running_event_loop(
+    fast_timing: turns.StreamTiming,
+) -> None:
+    fake = FakeOpenCode([turn_script(["Echo: ", "hi"])])
+    client = direct_client(fake)
+
+    async def notebook_cell() -> list[StreamEvent]:
+        return collect(client)
+
+    events = asyncio.run(notebook_cell())
+
+    assert isinstance(events[-1], PromptReply)
+
+
+def test_server_error_on_send_is_surfaced_once(fast_timing: turns.StreamTiming) -> None:
+    fake = FakeOpenCode([turn_script(["x"])])
+    body = {
+        "name": "UnknownError",
+        "data": {
+            "message": "Unexpected server error. Check server logs for details.",
+            "ref": "err_00111007",
+        },
+    }
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/prompt_async"):
+            fake.requests.append(request)
+            return httpx.Response(500, json=body)
+        return fake(request)
+
+    client = OpenCodeClient.direct(
+        "http://opencode.test", transport=httpx.MockTransport(failing)
+    )
+
+    with pytest.raises(OpenCodeServerError) as raised:
+        collect(client)
+
+    assert raised.value.status == 500
+    assert "Unexpected server error" in str(raised.value)
+    assert "err_00111007" in str(raised.value)
+    assert fake.paths().count(f"/session/{SESSION_ID}/prompt_async") == 1
+    assert fake.aborts == 0
 
 
 def test_abort_of_unknown_session_raises_not_found() -> None:
