@@ -64,7 +64,9 @@ def parse_timestamp(value: object) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """Format a datetime the way the API writes it: `2026-03-03T10:00:00.000Z`."""
     utc = parse_timestamp(moment)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is several times faster than strftime, and the gateway formats
+    # every timestamp of every session it lists.
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _optional_timestamp(value: object) -> datetime | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -59,6 +60,22 @@ _DEFAULT_BODY_LIMIT = 1024 * 1024
 # A streamed prompt sends a comment line when it has had nothing to send for this
 # many seconds, so that clients and proxies keep the connection open.
 _KEEPALIVE_SECONDS = 10.0
+
+
+# Every connection the gateway opens to OpenCode stays open for the next request:
+# with httpx's default of 20 kept, more concurrent clients meant a new TCP
+# connection, and its setup, for most requests.
+_UPSTREAM_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+
+
+class _UpstreamTransport(httpx.AsyncHTTPTransport):
+    """The transport to OpenCode, which asks for uncompressed responses."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # OpenCode gzips its answers when asked. On loopback that only costs CPU
+        # on both sides, and the list of sessions is tens of kilobytes.
+        request.headers["Accept-Encoding"] = "identity"
+        return await super().handle_async_request(request)
 
 
 class GatewayError(Exception):
@@ -290,6 +307,7 @@ class Gateway:
                 f"http://{self.config.upstream_host}:{port}",
                 timeout=self.config.timeout,
                 prompt_timeout=self.config.prompt_timeout,
+                transport=_UpstreamTransport(limits=_UPSTREAM_LIMITS),
             )
         return self._upstreams[port]
 
