@@ -7,7 +7,7 @@ import io
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -1064,3 +1064,68 @@ def test_import_frames_without_display_libraries() -> None:
     )
 
     assert output.stdout.strip() == "[]"
+
+
+# The real chain: offline model, OpenCode and the gateway.
+
+
+@pytest.fixture(scope="module")
+def chain_sessions(chain: Any) -> Iterator[tuple[OpenCodeClient, str, str]]:
+    """A session with two prompts and a fork of it with a tool call."""
+    client = OpenCodeClient(chain.gateway_url, port=chain.opencode_ports[0])
+    root = client.create_session("frames on the chain")
+    client.prompt(root.id, "first question", model="local/echo")
+    client.prompt(root.id, "second question", model="local/echo")
+    fork = client.fork_session(root.id, title="frames fork")
+    client.prompt(fork.id, "[[tool bash: echo hi]]", model="local/echo")
+    yield client, root.id, fork.id
+    client.delete_session(root.id)
+    client.close()
+
+
+def test_chain_messages_frame(chain_sessions: tuple[OpenCodeClient, str, str]) -> None:
+    client, root, fork = chain_sessions
+
+    result = all_messages_frame(client, [root, fork], progress=False)
+
+    assert list(result.columns) == list(MESSAGE_DTYPES)
+    assert result.dtypes.astype(str).to_dict() == dict(MESSAGE_DTYPES)
+    assert result["session_id"].value_counts().to_dict() == {root: 4, fork: 7}
+    roles = result[result["session_id"] == fork]["role"].tolist()
+    assert roles == ["user", "assistant"] * 2 + ["user", "assistant", "assistant"]
+    assistant = result[result["role"] == "assistant"]
+    assert assistant["input_tokens"].notna().all()
+    assert assistant["output_tokens"].notna().all()
+    assert (assistant["model"] == "local/echo").all()
+    assert (assistant["duration"] >= pd.Timedelta(0)).all()
+    assert assistant["parent_id"].notna().all()
+    assert result["session_id"].unique().tolist() == [root, fork]
+    for _, group in result.groupby("session_id"):
+        assert group["timestamp"].is_monotonic_increasing
+    assert result[result["finish"] == "tool-calls"]["content"].tolist() == [""]
+
+
+def test_chain_sessions_frame(chain_sessions: tuple[OpenCodeClient, str, str]) -> None:
+    client, root, fork = chain_sessions
+
+    result = client.sessions_frame().set_index("id")
+
+    assert result.loc[fork, "parentID"] == root
+    assert pd.isna(result.loc[root, "parentID"])
+    assert result.loc[fork, "createdAt"] > result.loc[root, "createdAt"]
+    assert result.loc[root, "model"] == "local/echo"
+    assert result.loc[root, "input_tokens"] > 0
+    assert result.loc[root, "createdAt"].year == datetime.now(UTC).year
+
+
+def test_chain_direct_mode_same_frame(
+    chain: Any, chain_sessions: tuple[OpenCodeClient, str, str]
+) -> None:
+    client, root, fork = chain_sessions
+    direct = OpenCodeClient.direct(chain.opencode_urls[0])
+
+    through_gateway = all_messages_frame(client, [root, fork], progress=False)
+    straight = all_messages_frame(direct, [root, fork], progress=False)
+    direct.close()
+
+    assert_frame_equal(straight, through_gateway)
