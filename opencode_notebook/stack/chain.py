@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import subprocess
@@ -158,6 +159,7 @@ class LocalChain:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        atexit.register(self.stop)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             wait_until_ready(
@@ -177,6 +179,7 @@ class LocalChain:
 
     def stop(self) -> None:
         """Stop the gateway, the OpenCode servers and the offline model."""
+        atexit.unregister(self.stop)
         gateway, self._gateway = self._gateway, None
         if gateway is not None:
             stop_process_group(gateway)
