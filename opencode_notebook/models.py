@@ -36,6 +36,8 @@ def parse_timestamp(value: object) -> datetime:
     epoch numbers in milliseconds (as OpenCode sends) or seconds.
     """
     if isinstance(value, datetime):
+        if value.tzinfo is UTC:
+            return value
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
@@ -64,7 +66,7 @@ def parse_timestamp(value: object) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """Format a datetime the way the API writes it: `2026-03-03T10:00:00.000Z`."""
     utc = parse_timestamp(moment)
-    # isoformat is several times faster than strftime, and the gateway formats
+    # isoformat takes about half the time of strftime, and the gateway formats
     # every timestamp of every session it lists.
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
