@@ -38,6 +38,11 @@ T = TypeVar("T")
 # Seconds between updates of the elapsed time in the status line during a send.
 _TICK_SECONDS = 0.5
 
+# Messages per page of the conversation. Setting a box's children validates and
+# sends the whole list, so messages go into pages of this size: an append touches
+# one page, and the number of pages grows 25 times slower than the conversation.
+_PAGE_SIZE = 25
+
 # Dropdowns show option labels as plain text; an em space keeps its width there.
 _FORK_INDENT = "\u2003"
 
@@ -599,23 +604,45 @@ class ChatPanel(traitlets.HasTraits):
         if not self.busy:
             self._set_status(f"{len(messages)} messages.")
 
+    @property
+    def message_widgets(self) -> tuple[widgets.HTML, ...]:
+        """The `HTML` widgets of the conversation shown, oldest first."""
+        return tuple(
+            widget for page in self.history.children for widget in page.children
+        )
+
     def _show_history(self, session_id: str | None, messages: list[Message]) -> None:
-        old_children = self.history.children
+        old_pages = self.history.children
         self._history_session = session_id
         self._history_ids = {message.id for message in messages}
+        shown = [widgets.HTML(render_message(message)) for message in messages]
         self.history.children = tuple(
-            widgets.HTML(render_message(message)) for message in messages
+            widgets.VBox(shown[start : start + _PAGE_SIZE])
+            for start in range(0, len(shown), _PAGE_SIZE)
         )
-        for child in old_children:
-            child.close()
+        for page in old_pages:
+            _close_tree(page)
         self._note_choices(messages)
 
     def _append_message(self, message: Message) -> widgets.HTML:
-        # Appending builds one widget; the views of the earlier messages are kept.
         widget = widgets.HTML(render_message(message))
         self._history_ids.add(message.id)
-        self.history.children = (*self.history.children, widget)
+        self._append_widget(widget)
         return widget
+
+    def _append_widget(self, widget: widgets.HTML) -> None:
+        # Only the last page changes, so the cost does not grow with the history.
+        pages = self.history.children
+        if pages and len(pages[-1].children) < _PAGE_SIZE:
+            pages[-1].children = (*pages[-1].children, widget)
+        else:
+            self.history.children = (*pages, widgets.VBox([widget]))
+
+    def _remove_widget(self, widget: widgets.HTML) -> None:
+        for page in self.history.children:
+            if any(child is widget for child in page.children):
+                page.children = tuple(c for c in page.children if c is not widget)
+        widget.close()
 
     def _note_choices(self, messages: list[Message]) -> None:
         """Offer the models and agents seen in a conversation, lacking a list."""
@@ -659,14 +686,11 @@ class ChatPanel(traitlets.HasTraits):
                 session_id = session.id
             if session_id == self._history_session:
                 pending = widgets.HTML(_pending_html(text))
-                self.history.children = (*self.history.children, pending)
+                self._append_widget(pending)
             reply = await self.client.prompt(session_id, text, model=model, agent=agent)
         except (OpenCodeError, ValueError) as error:
             if pending is not None:
-                self.history.children = tuple(
-                    child for child in self.history.children if child is not pending
-                )
-                pending.close()
+                self._remove_widget(pending)
             self._show_error("Sending failed (your message is still in the box)", error)
             return None
         finally:
@@ -706,7 +730,7 @@ class ChatPanel(traitlets.HasTraits):
             ]
         if session_id != self._history_session:
             return
-        if not any(child is pending for child in self.history.children):
+        if not any(child is pending for child in self.message_widgets):
             pending = None  # the conversation was reloaded meanwhile
         for message in messages:
             if message.id in self._history_ids:

@@ -150,7 +150,7 @@ async def open_panel(gateway: FakeGateway, session_id: str | None = None) -> Cha
 
 
 def history_html(panel: ChatPanel) -> list[str]:
-    return [child.value for child in panel.history.children]
+    return [widget.value for widget in panel.message_widgets]
 
 
 def status_kind(panel: ChatPanel) -> str:
@@ -379,15 +379,35 @@ async def test_messages_appear_without_reloading(gateway: FakeGateway) -> None:
     gateway.add_message(session_id, "user", "one")
     gateway.add_message(session_id, "assistant", "two")
     panel = await open_panel(gateway)
-    before = panel.history.children
+    before = panel.message_widgets
 
     panel.input.value = "three"
     panel.send_button.click()
     await panel.wait()
 
-    after = panel.history.children
+    after = panel.message_widgets
     assert len(after) == 4
     assert after[:2] == before
+
+
+async def test_long_history_is_paged(gateway: FakeGateway) -> None:
+    session_id = gateway.add_session("Long")
+    for number in range(30):
+        gateway.add_message(session_id, "user", f"question {number}")
+    panel = await open_panel(gateway)
+    before = panel.message_widgets
+    first_page = panel.history.children[0]
+
+    panel.input.value = "one more"
+    panel.send_button.click()
+    await panel.wait()
+
+    pages = panel.history.children
+    assert [len(page.children) for page in pages] == [25, 7]
+    assert pages[0] is first_page
+    assert panel.message_widgets[:30] == before
+    assert "question 0" in history_html(panel)[0]
+    assert "Echo: one more" in history_html(panel)[-1]
 
 
 async def test_kernel_loop_stays_free_during_send(gateway: FakeGateway) -> None:
