@@ -111,11 +111,12 @@ def flattened_records(messages: list[Message]) -> list[dict[str, Any]]:
     return records
 
 
-def timed(function: Callable[[], object]) -> float:
+def timed(function: Callable[[], object]) -> tuple[float, float]:
+    """Run `function` once; return the wall-clock and the process CPU seconds."""
     gc.collect()
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def peak_memory(function: Callable[[], object]) -> tuple[int, int]:
@@ -150,17 +151,10 @@ def main() -> None:
     # One untimed run each, so imports and caches do not count.
     build_floor()
     build_frame()
-    floor_times, frame_times = [], []
+    floor_runs, frame_runs = [], []
     for _ in range(args.repeat):
-        floor_times.append(timed(build_floor))
-        frame_times.append(timed(build_frame))
-    floor = statistics.median(floor_times)
-    frame = statistics.median(frame_times)
-    # Each pair ran back to back, so its ratio suffers less from load that drifts
-    # over the run than the ratio of the two medians does.
-    paired = statistics.median(
-        mine / base for mine, base in zip(frame_times, floor_times, strict=True)
-    )
+        floor_runs.append(timed(build_floor))
+        frame_runs.append(timed(build_frame))
     floor_peak, floor_arrow = peak_memory(build_floor)
     frame_peak, frame_arrow = peak_memory(build_frame)
 
@@ -168,12 +162,26 @@ def main() -> None:
         f"{len(messages):,} messages over {args.sessions:,} sessions, "
         f"{args.repeat} runs each, medians"
     )
-    print(f"from_records on flattened records: {floor * 1000:8.1f} ms")
-    print(f"messages_frame on Message objects: {frame * 1000:8.1f} ms")
-    print(
-        f"ratio messages_frame / from_records: {frame / floor:.2f} of the medians, "
-        f"{paired:.2f} median of paired runs (target <= 1.5)"
-    )
+    print(f"{'':40} {'wall':>9} {'CPU':>9}")
+    for label, runs in (
+        ("from_records on flattened records", floor_runs),
+        ("messages_frame on Message objects", frame_runs),
+    ):
+        wall, cpu = (statistics.median(run[i] for run in runs) for i in (0, 1))
+        print(f"{label:40} {wall * 1000:7.1f}ms {cpu * 1000:7.1f}ms")
+    for label, measure in (("wall", 0), ("CPU", 1)):
+        floor = statistics.median(run[measure] for run in floor_runs)
+        frame = statistics.median(run[measure] for run in frame_runs)
+        # Each pair ran back to back, so its ratio suffers less from load that
+        # drifts over the run than the ratio of the two medians does.
+        paired = statistics.median(
+            mine[measure] / base[measure]
+            for mine, base in zip(frame_runs, floor_runs, strict=True)
+        )
+        print(
+            f"ratio messages_frame / from_records, {label}: {frame / floor:.2f} "
+            f"of the medians, {paired:.2f} median of pairs (target <= 1.5)"
+        )
     print(
         f"peak traced memory: from_records {floor_peak / 2**20:.1f} MiB, "
         f"messages_frame {frame_peak / 2**20:.1f} MiB "
