@@ -3,9 +3,9 @@ The chat panel: a conversation with OpenCode sessions, built from ipywidgets.
 
 `ChatPanel` has a session picker with New, Fork and Delete, the conversation, model
 and agent pickers, a text box with Send, and a status line. Every request runs as an
-asyncio task on the kernel's event loop, so other cells run while the agent works,
-and every result reaches the page by setting widget values, never through an
-`Output` context.
+asyncio task on the event loop the panel was made on (the kernel's, in Jupyter), so
+other cells run while the agent works. Every result reaches the page by setting
+widget values, never through an `Output` context.
 
 Model output, session titles and error messages are untrusted text: the panel
 escapes them, or renders them with `render_markdown`, before they become HTML.
@@ -43,7 +43,7 @@ _TICK_SECONDS = 0.5
 # one page, and the number of pages grows 25 times slower than the conversation.
 _PAGE_SIZE = 25
 
-# Dropdowns show option labels as plain text; an em space keeps its width there.
+# Forks are indented with em spaces, which a dropdown option shows at full width.
 _FORK_INDENT = "\u2003"
 
 _BUBBLE_STYLE = (
@@ -78,7 +78,8 @@ def session_options(sessions: Iterable[Session]) -> list[tuple[str, str]]:
 
     Siblings keep the order given (`list_sessions` gives newest update first), and a
     fork's label is indented one step per level. A session whose parent is not in
-    the list, or whose parents form a loop, is shown at the top level.
+    the list is shown at the top level, and so is the first session of a parent
+    loop.
     """
     sessions = list(sessions)
     known = {session.id for session in sessions}
@@ -139,12 +140,11 @@ def _user_body(text: str) -> str:
 
 def render_message(message: Message) -> str:
     """
-    Render a message as safe HTML: a header with role, agent, model and time, then
-    the text.
+    Render a message as safe HTML, under a header with its role, agent, model and time.
 
     User text is escaped and keeps its line breaks. Assistant text is Markdown
-    rendered by `render_markdown`; the tools it called and its error, if any, are
-    shown as escaped text.
+    rendered by `render_markdown`, and the tools it called and its error, if any,
+    are shown as escaped text.
     """
     if message.role == "user":
         header = f"You · {_format_time(message.timestamp)}"
@@ -221,7 +221,7 @@ class ChatPanel(traitlets.HasTraits):
     shows it.
 
     Send runs the prompt as an asyncio task on the event loop the panel was made
-    on (the kernel's, in Jupyter), so other cells run while the agent works;
+    on (the kernel's, in Jupyter), so other cells run while the agent works.
     `send()` returns that task. While a prompt is in flight, further sends are
     ignored. The text stays in the box until the server has accepted it, and every
     error shows in the status line. With no session selected, Send creates one.
@@ -360,6 +360,13 @@ class ChatPanel(traitlets.HasTraits):
         value = self.session_picker.value
         return str(value) if value is not None else None
 
+    @property
+    def message_widgets(self) -> tuple[widgets.HTML, ...]:
+        """The `HTML` widgets of the conversation shown, oldest first."""
+        return tuple(
+            widget for page in self.history.children for widget in page.children
+        )
+
     # Public actions: each starts a task on the panel's event loop and returns it,
     # or returns None when called from another thread (see `_start`).
 
@@ -371,10 +378,10 @@ class ChatPanel(traitlets.HasTraits):
         """
         Send the text in the box to the selected session, as a task.
 
-        The task returns the reply, or `None` when sending failed; the error is
-        then in the status line and the text stays in the box. While a send is in
-        flight this starts nothing and returns that send's task. With a blank box it
-        shows a hint, sends nothing and returns `None`.
+        The task returns the reply, or `None` when sending failed. The error is then
+        in the status line and the text stays in the box. While a send is in flight
+        this starts nothing and returns that send's task. With a blank box it shows
+        a hint, sends nothing and returns `None`.
         """
         # The check and the flag are one step, because clicks may arrive on
         # another thread than the one the panel's loop runs on.
@@ -403,7 +410,7 @@ class ChatPanel(traitlets.HasTraits):
         return self._start(self._create(title, parent_id=None))
 
     def fork_session(self) -> asyncio.Task[Session | None] | None:
-        """Fork the selected session and open the fork; `None` with no session."""
+        """Fork the selected session and open the fork (`None` with no session)."""
         if self.session_id is None:
             self._set_status("Pick a session to fork first.", "hint")
             return None
@@ -450,6 +457,7 @@ class ChatPanel(traitlets.HasTraits):
             return
         self._hide_delete_confirmation()
         if change["new"] is None:
+            self._load_generation += 1
             self._show_history(None, [])
         else:
             self._start(self._load_history(str(change["new"])))
@@ -561,28 +569,34 @@ class ChatPanel(traitlets.HasTraits):
                 logger.info("Reloading the sessions failed: %s", error)
             return
         if generation != self._list_generation:
-            return
+            return  # a newer refresh has started
+
         self._titles = {session.id: session.title for session in sessions}
         options = session_options(sessions)
         known = {session_id for _, session_id in options}
-        wanted = select or self.session_id
+        target = select or self.session_id
         if select is not None and select not in known:
-            self._set_status(f"Session not found: {select}", "error")
-            wanted = None
-        elif wanted not in known:
-            wanted = sessions[0].id if sessions else None
+            self._set_status(
+                f"Session not found: {select}. Pick another session or press New.",
+                "error",
+            )
+            target = None
+        elif target not in known:
+            target = sessions[0].id if sessions else None
+
         self._updating_picker = True
         try:
             self.session_picker.options = options
-            self.session_picker.value = wanted
+            self.session_picker.value = target
         finally:
             self._updating_picker = False
-        if wanted is None:
+
+        if target is None:
             self._show_history(None, [])
             if report and not options:
                 self._set_status("No sessions yet: type a message to start one.")
-        elif wanted != self._history_session:
-            await self._load_history(wanted)
+        elif target != self._history_session:
+            await self._load_history(target)
         elif report and not self.busy:
             self._set_status(f"{len(options)} sessions.")
 
@@ -604,21 +618,14 @@ class ChatPanel(traitlets.HasTraits):
         if not self.busy:
             self._set_status(f"{len(messages)} messages.")
 
-    @property
-    def message_widgets(self) -> tuple[widgets.HTML, ...]:
-        """The `HTML` widgets of the conversation shown, oldest first."""
-        return tuple(
-            widget for page in self.history.children for widget in page.children
-        )
-
     def _show_history(self, session_id: str | None, messages: list[Message]) -> None:
         old_pages = self.history.children
         self._history_session = session_id
         self._history_ids = {message.id for message in messages}
-        shown = [widgets.HTML(render_message(message)) for message in messages]
+        rendered = [widgets.HTML(render_message(message)) for message in messages]
         self.history.children = tuple(
-            widgets.VBox(shown[start : start + _PAGE_SIZE])
-            for start in range(0, len(shown), _PAGE_SIZE)
+            widgets.VBox(rendered[start : start + _PAGE_SIZE])
+            for start in range(0, len(rendered), _PAGE_SIZE)
         )
         for page in old_pages:
             _close_tree(page)
@@ -645,7 +652,7 @@ class ChatPanel(traitlets.HasTraits):
         widget.close()
 
     def _note_choices(self, messages: list[Message]) -> None:
-        """Offer the models and agents seen in a conversation, lacking a list."""
+        """Offer the models and agents that a conversation used."""
         if self.client.direct_mode:
             return
         models = {m.model for m in messages if m.model}
@@ -696,8 +703,8 @@ class ChatPanel(traitlets.HasTraits):
         finally:
             ticker.cancel()
 
-        # Clear the box only if it still holds what was sent: the user may have
-        # typed the next message meanwhile.
+        # Clear the box only if it still contains what was sent, because the user
+        # may have typed the next message meanwhile.
         if self.input.value == text:
             self.input.value = ""
         await self._show_reply(session_id, text, reply, pending)

@@ -31,9 +31,10 @@ class FakeGateway:
     """
     A mock transport handler that serves the Sessions API from memory.
 
-    It records every request, answers a prompt with `Echo: <text>` unless `reply`
-    says otherwise, waits `prompt_delay` seconds before answering a prompt, and
-    answers every prompt with `prompt_status` when that is set.
+    It records every request, answers a prompt with the `reply` template
+    (`Echo: <text>` by default), and waits `prompt_delay` seconds before answering.
+    When `prompt_status` is set, every prompt fails with that status and
+    `prompt_body`; when `messages_status` is set, so does every message list.
     """
 
     def __init__(self) -> None:
@@ -42,7 +43,11 @@ class FakeGateway:
         self.requests: list[httpx.Request] = []
         self.prompt_delay = 0.0
         self.prompt_status: int | None = None
-        self.prompt_message = "Unexpected server error"
+        self.prompt_body: dict[str, Any] = {
+            "statusCode": 500,
+            "message": "Unexpected server error",
+        }
+        self.messages_status: int | None = None
         self.reply = "Echo: {text}"
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
@@ -92,6 +97,7 @@ class FakeGateway:
                 self.sessions.values(), key=lambda s: s["updatedAt"], reverse=True
             )
             return httpx.Response(200, json=sessions)
+
         if request.method == "POST" and path == "/session/create":
             body = json.loads(request.content or b"{}")
             parent_id = body.get("parentID")
@@ -99,18 +105,22 @@ class FakeGateway:
                 return self._error(404, "Session not found")
             session_id = self.add_session(body.get("title") or "New session", parent_id)
             return httpx.Response(200, json=self.sessions[session_id])
+
         match = re.fullmatch(r"/session/([^/]+)(/messages|/prompt)?", path)
         if match is None:
             return self._error(404, "Not found")
         session_id, suffix = match.group(1), match.group(2)
         if session_id not in self.sessions:
             return self._error(404, "Session not found")
+
         if request.method == "DELETE" and suffix is None:
             del self.sessions[session_id]
             return httpx.Response(200, json={"success": True})
         if request.method == "GET" and suffix is None:
             return httpx.Response(200, json=self.sessions[session_id])
         if request.method == "GET" and suffix == "/messages":
+            if self.messages_status is not None:
+                return self._error(self.messages_status, "Upstream failed")
             return httpx.Response(200, json={"messages": self.messages[session_id]})
         if request.method == "POST" and suffix == "/prompt":
             return await self._prompt(session_id, json.loads(request.content))
@@ -119,7 +129,7 @@ class FakeGateway:
     async def _prompt(self, session_id: str, body: dict[str, Any]) -> httpx.Response:
         await asyncio.sleep(self.prompt_delay)
         if self.prompt_status is not None:
-            return self._error(self.prompt_status, self.prompt_message)
+            return httpx.Response(self.prompt_status, json=self.prompt_body)
         if session_id not in self.sessions:
             return self._error(404, "Session not found")
         self.add_message(session_id, "user", body["text"])
@@ -218,6 +228,49 @@ async def test_send_error_keeps_text(gateway: FakeGateway) -> None:
     assert history_html(panel) == []
     assert not panel.busy
     assert not panel.send_button.disabled
+
+
+async def test_server_error_shows_ref_once(gateway: FakeGateway) -> None:
+    gateway.add_session("Unknown model")
+    gateway.prompt_status = 500
+    gateway.prompt_body = {
+        "name": "UnknownError",
+        "data": {
+            "message": "Unexpected server error. Check server logs for details.",
+            "ref": "err_00111007",
+        },
+    }
+    panel = await open_panel(gateway)
+
+    panel.model_picker.value = "openrouter/does-not-exist-xyz"
+    panel.input.value = "hello"
+    panel.send_button.click()
+    await panel.wait()
+
+    assert len(gateway.posts("/prompt")) == 1
+    assert status_kind(panel) == "error"
+    assert "Unexpected server error. Check server logs" in panel.status.value
+    assert "err_00111007" in panel.status.value
+    assert "not found" not in panel.status.value.lower()
+    assert panel.input.value == "hello"
+
+
+async def test_reply_shows_when_read_back_fails(gateway: FakeGateway) -> None:
+    gateway.add_session("Flaky reads")
+    panel = await open_panel(gateway)
+    gateway.messages_status = 502
+
+    panel.input.value = "still there?"
+    panel.send_button.click()
+    await panel.wait()
+
+    html = history_html(panel)
+    assert len(html) == 2
+    assert "still there?" in html[0]
+    assert "sending" not in html[0]
+    assert "Echo: still there?" in html[1]
+    assert panel.input.value == ""
+    assert "Reply received" in panel.status.value
 
 
 async def test_session_deleted_elsewhere_keeps_text(gateway: FakeGateway) -> None:
@@ -477,7 +530,7 @@ async def test_hostile_title_and_error_are_text(gateway: FakeGateway) -> None:
     title = "<img src=x onerror=alert(1)>"
     session_id = gateway.add_session(title)
     gateway.prompt_status = 502
-    gateway.prompt_message = "<script>alert(2)</script>"
+    gateway.prompt_body = {"statusCode": 502, "message": "<script>alert(2)</script>"}
     panel = await open_panel(gateway)
 
     labels = [label for label, _ in panel.session_picker.options]
@@ -636,6 +689,7 @@ async def test_fork_is_nested_and_selected(gateway: FakeGateway) -> None:
     (post,) = gateway.posts("/session/create")
     assert json.loads(post.content) == {"parentID": parent}
     fork = panel.session_id
+    assert fork is not None
     assert fork != parent
     assert gateway.sessions[fork]["parentID"] == parent
     assert list(panel.session_picker.options) == [

@@ -14,11 +14,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from opencode_notebook.stack import LocalChain
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain]
 
@@ -35,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # JupyterLab builds its page and starts a kernel on first load, which takes a
-# while on a loaded machine; these waits are upper bounds, not sleeps.
+# while on a loaded machine. These waits are upper bounds, not sleeps.
 START_SECONDS = 90
 WAIT_MS = 60_000
 
@@ -229,10 +233,7 @@ def test_panel_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
 
 
-def run_cell(cell: object) -> None:
+def run_cell(cell: Locator) -> None:
     """Select a notebook cell and run it with Shift+Enter."""
-    from playwright.sync_api import Locator
-
-    assert isinstance(cell, Locator)
     cell.locator(".jp-InputArea-editor").click()
     cell.page.keyboard.press("Shift+Enter")
