@@ -106,13 +106,15 @@ def _demo(args: argparse.Namespace) -> int:
     from opencode_notebook.stack import StackError
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    # The demo prints its own progress, which a log line per request would bury.
+    logging.getLogger().setLevel(logging.WARNING)
     try:
         return run_demo(
             Path(args.output),
             notebook_dir=Path(args.notebooks) if args.notebooks else None,
             interactive=args.interactive,
         )
-    except (StackError, FileNotFoundError) as exc:
+    except (StackError, FileNotFoundError, ImportError) as exc:
         print(f"opencode-notebook demo: {exc}", file=sys.stderr)
         return 1
 
