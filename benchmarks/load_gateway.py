@@ -9,8 +9,9 @@ OpenCode instance. `wrk` drives each front end in turn from a separate process:
 every session and half getting one session. Rounds rotate the order of the
 front ends, and the figures printed are the medians over the rounds.
 
-A second pass sends one request at a time to each front end, so that the latency
-the gateway adds is measured without queueing. The CPU time that the front end
+A second pass sends one request at a time to each front end, listing only and
+then getting only, so that the latency the gateway adds to each operation is
+measured without queueing. The CPU time that the front end
 and OpenCode spend per request is read from their processes around each run,
 because on a shared machine it varies far less than throughput does. The
 gateway's resident memory is read before the first round and after the last.
@@ -45,6 +46,8 @@ from opencode_notebook.stack import LocalChain, free_port
 from opencode_notebook.stack.process import stop_process_group, wait_until_ready
 
 NGINX = "/usr/sbin/nginx"
+# The operations timed one request at a time, each on its own.
+OPERATIONS = ("list", "get")
 
 NGINX_CONFIG = """\
 worker_processes 1;
@@ -106,10 +109,14 @@ class Target:
     session_path: str
     process: psutil.Process | None = None
 
-    def paths(self, session_ids: Sequence[str]) -> list[str]:
+    def paths(self, session_ids: Sequence[str], operation: str) -> list[str]:
+        """Return the request paths of `operation`: "mixed", "list" or "get"."""
         paths = []
         for session_id in session_ids:
-            paths += [self.list_path, self.session_path.format(id=session_id)]
+            if operation in ("mixed", "list"):
+                paths.append(self.list_path)
+            if operation in ("mixed", "get"):
+                paths.append(self.session_path.format(id=session_id))
         return paths
 
 
@@ -144,13 +151,15 @@ def run_wrk(
     session_ids: Sequence[str],
     opencode: psutil.Process,
     *,
+    operation: str,
     clients: int,
     threads: int,
     duration: float,
     folder: Path,
 ) -> LoadResult:
     """Drive one front end with wrk and return its figures."""
-    quoted = ", ".join(json.dumps(path) for path in target.paths(session_ids))
+    paths = target.paths(session_ids, operation)
+    quoted = ", ".join(json.dumps(path) for path in paths)
     script = folder / f"{target.name}.lua"
     script.write_text(WRK_SCRIPT.format(paths=quoted))
     command = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{duration:g}s"]
@@ -326,31 +335,36 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             ]
             check_targets(targets, session_ids)
 
-            def load(target: Target, clients: int, duration: float) -> LoadResult:
-                threads = min(clients, 2)
+            def load(
+                target: Target, operation: str, clients: int, duration: float
+            ) -> LoadResult:
                 return run_wrk(
                     target,
                     session_ids,
                     opencode,
+                    operation=operation,
                     clients=clients,
-                    threads=threads,
+                    threads=min(clients, 2),
                     duration=duration,
                     folder=folder,
                 )
 
             for target in targets:
-                load(target, args.clients, 2)
+                load(target, "mixed", args.clients, 2)
             rss_before = gw.memory_info().rss
             loaded: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
-            single: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
+            single: dict[str, list[LoadResult]] = {
+                f"{t.name} {operation}": [] for operation in OPERATIONS for t in targets
+            }
             for number in range(args.rounds):
                 order = targets[number % 3 :] + targets[: number % 3]
                 for target in order:
-                    loaded[target.name].append(
-                        load(target, args.clients, args.duration)
-                    )
-                for target in order:
-                    single[target.name].append(load(target, 1, args.latency_duration))
+                    result = load(target, "mixed", args.clients, args.duration)
+                    loaded[target.name].append(result)
+                for operation in OPERATIONS:
+                    for target in order:
+                        result = load(target, operation, 1, args.latency_duration)
+                        single[f"{target.name} {operation}"].append(result)
             rss_after = gw.memory_info().rss
     report(args, len(session_ids), loaded, single, rss_before, rss_after)
     return 0
@@ -359,17 +373,27 @@ def run(args: argparse.Namespace, folder: Path) -> int:
 def print_table(title: str, results: dict[str, list[LoadResult]]) -> None:
     print(f"\n{title}")
     print(
-        f"{'front end':<10} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'front end':<14} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'front CPU ms/req':>16} {'OpenCode CPU ms/req':>19}"
     )
     for name, runs in results.items():
         result = median_result(runs)
-        front = f"{result.front_cpu_ms:.2f}" if name != "direct" else "-"
+        front = "-" if name.startswith("direct") else f"{result.front_cpu_ms:.2f}"
         print(
-            f"{name:<10} {result.requests_per_second:>7.0f} {result.p50_ms:>8.2f} "
+            f"{name:<14} {result.requests_per_second:>7.0f} {result.p50_ms:>8.2f} "
             f"{result.p99_ms:>8.2f} {result.errors:>6} {front:>16} "
             f"{result.opencode_cpu_ms:>19.2f}"
         )
+
+
+def added_p50(single: dict[str, list[LoadResult]], front: str, operation: str) -> float:
+    """Return the median over rounds of a front end's p50 minus the direct p50."""
+    pairs = zip(
+        single[f"{front} {operation}"], single[f"direct {operation}"], strict=True
+    )
+    return statistics.median(
+        proxied.p50_ms - direct.p50_ms for proxied, direct in pairs
+    )
 
 
 def report(
@@ -381,37 +405,34 @@ def report(
     rss_after: int,
 ) -> None:
     print(
-        f"{session_count} sessions on one OpenCode instance; half the requests list "
-        f"them all, half get one. Medians of {args.rounds} rounds."
+        f"{session_count} sessions on one OpenCode instance. Medians of "
+        f"{args.rounds} rounds."
     )
     print_table(
-        f"{args.clients} clients, {args.duration:g} s per front end per round:", loaded
+        f"{args.clients} clients, {args.duration:g} s per front end per round, half "
+        "the requests listing every session and half getting one:",
+        loaded,
     )
     print_table(
-        f"1 client, {args.latency_duration:g} s per front end per round:", single
+        f"1 client, {args.latency_duration:g} s per front end and operation per round:",
+        single,
     )
 
     ratios = [
         gateway.requests_per_second / nginx.requests_per_second
         for gateway, nginx in zip(loaded["gateway"], loaded["nginx"], strict=True)
     ]
-    added = [
-        gateway.p50_ms - direct.p50_ms
-        for gateway, direct in zip(single["gateway"], single["direct"], strict=True)
-    ]
-    added_nginx = [
-        nginx.p50_ms - direct.p50_ms
-        for nginx, direct in zip(single["nginx"], single["direct"], strict=True)
-    ]
     print()
     print(
         f"gateway / nginx throughput: median {statistics.median(ratios):.2f} "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
-    print(
-        f"p50 added over direct at 1 client: gateway {statistics.median(added):+.2f} "
-        f"ms, nginx {statistics.median(added_nginx):+.2f} ms (medians of rounds)"
-    )
+    for operation in OPERATIONS:
+        print(
+            f"p50 added over direct at 1 client, {operation}: gateway "
+            f"{added_p50(single, 'gateway', operation):+.2f} ms, nginx "
+            f"{added_p50(single, 'nginx', operation):+.2f} ms"
+        )
     growth = (rss_after - rss_before) / 2**20
     print(
         f"gateway RSS: {rss_before / 2**20:.1f} MiB before the rounds, "
