@@ -701,6 +701,7 @@ def recorded(chain: Any) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, str, str]
     )
     messages = messages_frame({i: client.list_messages(i) for i in (root.id, fork.id)})
     yield messages, sessions, root.id, fork.id
+    client.delete_session(fork.id)
     client.delete_session(root.id)
     client.close()
 

@@ -991,6 +991,14 @@ def test_all_messages_frame_named_missing_session_raises() -> None:
         )
 
 
+def test_all_messages_frame_with_real_progress_bar() -> None:
+    gateway = FakeGateway(["ses_a", "ses_b"])
+
+    result = all_messages_frame(sync_client(gateway.response), progress=True)
+
+    assert len(result) == 4
+
+
 def test_all_messages_frame_progress_bar_counts_sessions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1079,6 +1087,7 @@ def chain_sessions(chain: Any) -> Iterator[tuple[OpenCodeClient, str, str]]:
     fork = client.fork_session(root.id, title="frames fork")
     client.prompt(fork.id, "[[tool bash: echo hi]]", model="local/echo")
     yield client, root.id, fork.id
+    client.delete_session(fork.id)
     client.delete_session(root.id)
     client.close()
 
