@@ -403,6 +403,10 @@ def sessions_frame(sessions: SessionsInput) -> pd.DataFrame:
         * ``input_tokens``, ``output_tokens``, ``reasoning_tokens``,
           ``cache_read_tokens``, ``cache_write_tokens`` (Int64): token totals.
         * ``cost`` (Float64): the total cost in US dollars.
+
+          OpenCode 1.18.33 counts a fork's copies of its parent's messages in
+          the fork's totals, so summing these over forks counts them twice;
+          `analysis.session_summary` with the sessions counts each message once.
         * ``additions``, ``deletions``, ``changed_files`` (Int64): the session's
           changes to files.
         * ``archivedAt`` (datetime64[ns, UTC]).
