@@ -72,6 +72,8 @@ async def test_document_lists_every_operation() -> None:
         "DELETE /api/opencode/{port}/session/{id}",
         "GET /api/opencode/{port}/session/{id}/messages",
         "POST /api/opencode/{port}/session/{id}/prompt",
+        "POST /api/opencode/{port}/session/{id}/prompt/stream",
+        "POST /api/opencode/{port}/session/{id}/abort",
         "GET /api/health",
         "GET /api/openapi.json",
     }
@@ -119,7 +121,7 @@ def test_document_loads_in_schemathesis() -> None:
     schema = schemathesis.openapi.from_dict(document)
     port = document["paths"]["/api/opencode/{port}/sessions"]["get"]["parameters"][0]
 
-    assert len(list(schema.get_all_operations())) == 8
+    assert len(list(schema.get_all_operations())) == 10
     assert port["schema"]["examples"] == [3100, 3101]
 
 

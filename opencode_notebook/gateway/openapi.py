@@ -103,7 +103,7 @@ _SCHEMAS: dict[str, Any] = {
             "response": {"type": "string", "description": "Its text."},
         },
     },
-    "DeleteResult": {
+    "Success": {
         "type": "object",
         "required": ["success"],
         "properties": {"success": {"const": True}},
@@ -188,6 +188,8 @@ _SESSION_LINKS = {
         ("GetSession", "getSession"),
         ("ListMessages", "listMessages"),
         ("SendPrompt", "sendPrompt"),
+        ("StreamPrompt", "streamPrompt"),
+        ("AbortTurn", "abortTurn"),
         ("DeleteSession", "deleteSession"),
     ]
 }
@@ -338,7 +340,7 @@ def build_document(config: GatewayConfig) -> dict[str, Any]:
                 config,
                 "deleteSession",
                 "Delete a session",
-                _ok("The session is gone.", "DeleteResult"),
+                _ok("The session is gone.", "Success"),
                 session=True,
             ),
         },
@@ -359,6 +361,30 @@ def build_document(config: GatewayConfig) -> dict[str, Any]:
                 _ok("The reply.", "PromptReply"),
                 session=True,
                 body="Prompt",
+            )
+        },
+        f"{prefix}/session/{{id}}/prompt/stream": {
+            "post": _operation(
+                config,
+                "streamPrompt",
+                "Send a prompt and stream the agent's progress",
+                {
+                    "description": "Server-sent events, one JSON object per "
+                    "`data:` line, from `start` to `reply`, `aborted` or `error` "
+                    "(see docs/streaming.md).",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                session=True,
+                body="Prompt",
+            )
+        },
+        f"{prefix}/session/{{id}}/abort": {
+            "post": _operation(
+                config,
+                "abortTurn",
+                "Stop the turn running in a session",
+                _ok("The turn is stopped, or none was running.", "Success"),
+                session=True,
             )
         },
     }
