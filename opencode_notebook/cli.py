@@ -64,6 +64,12 @@ def _serve(args: argparse.Namespace) -> int:
         args.port,
         ", ".join(args.allow_port or ["3100"]),
     )
+    # The package follows --log-level too, so that `warning` also drops the line
+    # the client logs for every request the gateway sends to OpenCode.
+    level = args.log_level.upper()
+    logging.getLogger("opencode_notebook").setLevel(
+        logging.DEBUG if level == "TRACE" else level
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -165,7 +171,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="let web pages from ORIGIN, such as http://localhost:8888, call the "
         "gateway (repeatable; default: no cross-origin calls)",
     )
-    serve.add_argument("--log-level", default="info", help="uvicorn's log level")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="log level of uvicorn and of the gateway (default info: one line "
+        "per request, and one per request sent to OpenCode)",
+    )
     serve.set_defaults(handler=_serve)
 
     up = commands.add_parser(
