@@ -16,29 +16,37 @@ To save a frame and load it back with the same dtypes::
 
 and likewise `read_sessions_parquet` and `read_sessions_csv`. CSV stores no dtypes,
 so its readers rebuild them from `MESSAGE_DTYPES` and `SESSION_DTYPES`.
+
+The column dtypes and conversions live in `_columns.py`, the concurrent fetching in
+`fetch.py`, and the readers in `frames_io.py`. This module re-exports their public
+names.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from numbers import Real
-from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from opencode_notebook import native
-from opencode_notebook.errors import SessionNotFoundError
+from opencode_notebook._columns import (
+    MESSAGE_DTYPES,
+    ROLES,
+    SESSION_DTYPES,
+    _build,
+    _objects,
+)
+from opencode_notebook._columns import UTC_NS as UTC_NS
+from opencode_notebook.fetch import aall_messages_frame, all_messages_frame
+from opencode_notebook.frames_io import (
+    read_messages_csv,
+    read_messages_parquet,
+    read_sessions_csv,
+    read_sessions_parquet,
+)
 from opencode_notebook.models import Message, Session
-
-if TYPE_CHECKING:
-    from opencode_notebook.client import AsyncOpenCodeClient, OpenCodeClient
 
 __all__ = [
     "MESSAGE_DTYPES",
@@ -54,66 +62,6 @@ __all__ = [
     "sessions_frame",
 ]
 
-logger = logging.getLogger("opencode_notebook")
-
-UTC_NS = "datetime64[ns, UTC]"
-
-# The contract's two roles come first. Any other role a server sends is added after
-# them in sorted order, so that no message loses its role.
-ROLES = ("user", "assistant")
-
-SESSION_DTYPES: Mapping[str, str] = MappingProxyType(
-    {
-        "id": "string",
-        "title": "string",
-        "parentID": "string",
-        "createdAt": UTC_NS,
-        "updatedAt": UTC_NS,
-        "slug": "string",
-        "directory": "string",
-        "projectID": "string",
-        "agent": "string",
-        "model": "string",
-        "input_tokens": "Int64",
-        "output_tokens": "Int64",
-        "reasoning_tokens": "Int64",
-        "cache_read_tokens": "Int64",
-        "cache_write_tokens": "Int64",
-        "cost": "Float64",
-        "additions": "Int64",
-        "deletions": "Int64",
-        "changed_files": "Int64",
-        "archivedAt": UTC_NS,
-    }
-)
-
-MESSAGE_DTYPES: Mapping[str, str] = MappingProxyType(
-    {
-        "session_id": "string",
-        "id": "string",
-        "role": "category",
-        "content": "string",
-        "timestamp": UTC_NS,
-        "model": "string",
-        "agent": "string",
-        "input_tokens": "Int64",
-        "output_tokens": "Int64",
-        "reasoning_tokens": "Int64",
-        "cache_read_tokens": "Int64",
-        "cache_write_tokens": "Int64",
-        "cost": "Float64",
-        "completed_at": UTC_NS,
-        "duration": "timedelta64[ns]",
-        "parent_id": "string",
-        "finish": "string",
-        "error": "string",
-    }
-)
-
-# Columns that are never missing: an empty value read back from CSV is "".
-_SESSION_TEXT = ("id", "title")
-_MESSAGE_TEXT = ("id", "content")
-
 _TOKEN_COLUMNS = (
     "input_tokens",
     "output_tokens",
@@ -122,10 +70,6 @@ _TOKEN_COLUMNS = (
     "cache_write_tokens",
 )
 _NO_TOKENS: tuple[Any, ...] = (None,) * len(_TOKEN_COLUMNS)
-
-# Epoch numbers at or above this are milliseconds, as OpenCode sends them; smaller
-# ones are seconds. This is the rule `models.parse_timestamp` follows.
-_MILLISECONDS_THRESHOLD = 1e11
 
 SessionsInput = Session | Mapping[str, Any] | Iterable[Session | Mapping[str, Any]]
 MessagesInput = Message | Mapping[str, Any] | Iterable[Message | Mapping[str, Any]]
@@ -217,158 +161,6 @@ def _error_text(error: object) -> str | None:
     if isinstance(error, Mapping):
         return native.assistant_error({"error": error})
     return str(error)
-
-
-# Building columns
-#
-# Each column is first an object array, where None and NaN both mean missing, and
-# is then converted in one vectorised step. Only malformed values fall back to
-# element-wise work.
-
-
-def _objects(values: Sequence[Any] | np.ndarray) -> np.ndarray:
-    if isinstance(values, np.ndarray) and values.dtype == object:
-        return values
-    # fromiter keeps each value whole: a nested list stays one element.
-    return np.fromiter(values, dtype=object, count=len(values))
-
-
-def _iso_to_utc(strings: np.ndarray) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(strings, format="ISO8601", utc=True))
-
-
-def _datetimes_to_utc(moments: np.ndarray) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(moments, utc=True))
-
-
-def _epoch_to_utc(numbers: np.ndarray) -> pd.DatetimeIndex:
-    values = numbers.astype("float64")
-    if not np.isfinite(values).all():
-        raise ValueError("an epoch timestamp is not a finite number")
-    milliseconds = np.where(
-        np.abs(values) >= _MILLISECONDS_THRESHOLD, values, values * 1000
-    )
-    microseconds = np.round(milliseconds * 1000).astype("int64")
-    return pd.DatetimeIndex(pd.to_datetime(microseconds, unit="us", utc=True))
-
-
-def _parse_times(values: np.ndarray) -> pd.DatetimeIndex:
-    """Parse present values, of one kind or several, into UTC."""
-    kinds = set(map(type, values.tolist()))
-    if kinds <= {str}:
-        return _iso_to_utc(values)
-    if all(issubclass(kind, datetime) for kind in kinds):
-        return _datetimes_to_utc(values)
-    if any(issubclass(kind, bool) for kind in kinds):
-        raise TypeError("True and False are not timestamps")
-    is_text = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
-    is_epoch = np.fromiter((isinstance(v, Real) for v in values), bool, len(values))
-    parsed = np.empty(len(values), dtype="datetime64[ns]")
-    for mask, parse in (
-        (is_text, _iso_to_utc),
-        (is_epoch, _epoch_to_utc),
-        (~is_text & ~is_epoch, _datetimes_to_utc),
-    ):
-        if mask.any():
-            times = parse(values[mask])
-            parsed[mask] = times.tz_localize(None).as_unit("ns").to_numpy()
-    return pd.DatetimeIndex(parsed).tz_localize("UTC")
-
-
-def _to_utc(values: Sequence[Any] | np.ndarray, column: str) -> pd.DatetimeIndex:
-    """
-    Parse timestamps into `datetime64[ns, UTC]`.
-
-    ISO 8601 strings with or without fractions, with `Z` or an offset, datetimes
-    (naive ones are taken as UTC) and epoch numbers (milliseconds, or seconds below
-    1e11) may be mixed. Missing values become `NaT`.
-    """
-    array = _objects(values)
-    missing = pd.isna(array)
-    try:
-        # pandas parses an array that mixes strings and None many times slower
-        # than strings alone, so only the present values are parsed.
-        present = _parse_times(array[~missing]).tz_localize(None).as_unit("ns")
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(
-            f"Invalid timestamp in column {column!r}: {exc}. Give ISO 8601 such as "
-            "'2026-03-03T10:00:00.000Z' or epoch milliseconds."
-        ) from exc
-    parsed = np.full(len(array), np.datetime64("NaT", "ns"))
-    parsed[~missing] = present.to_numpy()
-    return pd.DatetimeIndex(parsed).tz_localize("UTC")
-
-
-def _strings(values: Sequence[Any] | np.ndarray) -> Any:
-    array = _objects(values)
-    dtype = pd.StringDtype()
-    if dtype.storage == "pyarrow":
-        # Building the Arrow array directly took a third to a half of the time of
-        # pd.array on 100,000 strings. Values that are not strings go to pd.array.
-        import pyarrow as pa  # type: ignore[import-untyped]
-
-        try:
-            arrow = pa.array(array, type=pa.large_string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        else:
-            return pd.arrays.ArrowStringArray(arrow)
-    return pd.array(array, dtype=dtype)
-
-
-def _numbers(values: Sequence[Any] | np.ndarray, dtype: str, column: str) -> Any:
-    array = _objects(values)
-    try:
-        floats = array.astype("float64")
-    except (ValueError, TypeError):
-        floats = None
-    if floats is not None:
-        missing = np.isnan(floats)
-        if dtype == "Float64":
-            return pd.arrays.FloatingArray(np.where(missing, 0.0, floats), missing)
-        present = floats[~missing]
-        # Floats hold integers exactly only up to 2**53.
-        exact = np.abs(present) < 2**53
-        if exact.all() and (present == np.floor(present)).all():
-            integers = np.where(missing, 0, floats).astype("int64")
-            return pd.arrays.IntegerArray(integers, missing)
-    number_dtype = pd.Int64Dtype() if dtype == "Int64" else pd.Float64Dtype()
-    try:
-        return pd.array(array, dtype=number_dtype)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"Invalid value in column {column!r}: {exc}. Expected numbers or None."
-        ) from exc
-
-
-def _roles(values: Sequence[Any] | np.ndarray) -> pd.Categorical[str]:
-    codes, uniques = pd.factorize(_objects(values))
-    seen = [str(role) for role in uniques.tolist()]
-    categories = [*ROLES, *sorted(set(seen) - set(ROLES))]
-    lookup = {role: code for code, role in enumerate(categories)}
-    # Map the codes of first appearance onto the fixed order of the categories;
-    # -1 (missing) stays -1 through the extra last entry.
-    remap = np.array([lookup[role] for role in seen] + [-1], dtype="int64")
-    return pd.Categorical.from_codes(remap[codes], categories=pd.Index(categories))
-
-
-def _convert(values: Sequence[Any] | np.ndarray, dtype: str, column: str) -> Any:
-    """Turn a column's values into an array of the column's dtype."""
-    if dtype == UTC_NS:
-        return _to_utc(values, column)
-    if dtype == "string":
-        return _strings(values)
-    if dtype == "category":
-        return _roles(values)
-    if dtype == "timedelta64[ns]":
-        return pd.to_timedelta(_objects(values)).as_unit("ns")
-    return _numbers(values, dtype, column)
-
-
-def _build(columns: Mapping[str, Sequence[Any]], dtypes: Mapping[str, str]) -> Any:
-    return {
-        name: _convert(columns[name], dtype, name) for name, dtype in dtypes.items()
-    }
 
 
 # Sessions
@@ -676,234 +468,3 @@ def _chronological(frame: pd.DataFrame) -> pd.DataFrame:
     if bool((order == np.arange(len(order))).all()):
         return frame
     return frame.take(order).reset_index(drop=True)
-
-
-# Fetching
-
-
-def _session_ids(session_ids: str | Iterable[str]) -> list[str]:
-    ids = [session_ids] if isinstance(session_ids, str) else list(session_ids)
-    for session_id in ids:
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise ValueError(
-                f"Invalid session id {session_id!r}: give ids such as 'ses_1'."
-            )
-    return list(dict.fromkeys(ids))
-
-
-async def aall_messages_frame(
-    client: OpenCodeClient | AsyncOpenCodeClient,
-    session_ids: str | Iterable[str] | None = None,
-    *,
-    progress: bool = True,
-    concurrency: int = 8,
-) -> pd.DataFrame:
-    """
-    Fetch the messages of many sessions concurrently and build one DataFrame.
-
-    The coroutine form of `all_messages_frame`; see there.
-    """
-    from opencode_notebook.client import AsyncOpenCodeClient, OpenCodeClient
-
-    valid = isinstance(concurrency, int) and not isinstance(concurrency, bool)
-    if not valid or concurrency < 1:
-        raise ValueError(
-            f"Invalid concurrency {concurrency!r}: give a positive whole number."
-        )
-    if isinstance(client, OpenCodeClient):
-        async_client = client.to_async()
-        try:
-            return await _fetch_frame(async_client, session_ids, progress, concurrency)
-        finally:
-            await async_client.aclose()
-    if isinstance(client, AsyncOpenCodeClient):
-        return await _fetch_frame(client, session_ids, progress, concurrency)
-    raise TypeError(
-        f"Invalid client {client!r}: give an OpenCodeClient or AsyncOpenCodeClient."
-    )
-
-
-async def _fetch_frame(
-    client: AsyncOpenCodeClient,
-    session_ids: str | Iterable[str] | None,
-    progress: bool,
-    concurrency: int,
-) -> pd.DataFrame:
-    listed = session_ids is None
-    if session_ids is None:
-        ids = [session.id for session in await client.list_sessions()]
-    else:
-        ids = _session_ids(session_ids)
-    results: dict[str, list[Message] | None] = dict.fromkeys(ids)
-    semaphore = asyncio.Semaphore(concurrency)
-    bar = _progress_bar(len(ids)) if progress and ids else None
-
-    async def fetch(session_id: str) -> None:
-        async with semaphore:
-            try:
-                results[session_id] = await client.list_messages(session_id)
-            except SessionNotFoundError:
-                if not listed:
-                    raise
-                # Deleted between the listing and this request: nothing to keep.
-                logger.warning("Session %s was deleted while fetching", session_id)
-        if bar is not None:
-            bar.update(1)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for session_id in ids:
-                group.create_task(fetch(session_id))
-    except BaseExceptionGroup as group_error:
-        # Re-raise the first failure itself, so callers can catch the client's
-        # exception types as they would for a single request.
-        raise group_error.exceptions[0] from None
-    finally:
-        if bar is not None:
-            bar.close()
-    found = {key: value for key, value in results.items() if value is not None}
-    return messages_frame(found)
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    # `delay` keeps short fetches quiet: the bar appears only after a second.
-    return tqdm(total=total, desc="Fetching messages", unit="session", delay=1.0)
-
-
-def all_messages_frame(
-    client: OpenCodeClient | AsyncOpenCodeClient,
-    session_ids: str | Iterable[str] | None = None,
-    *,
-    progress: bool = True,
-    concurrency: int = 8,
-) -> pd.DataFrame:
-    """
-    Fetch the messages of many sessions concurrently and build one DataFrame.
-
-    Parameters
-    ----------
-    client : OpenCodeClient
-        The client to fetch with. A synchronous client lends its settings to an
-        `AsyncOpenCodeClient` that is closed afterwards. With an
-        `AsyncOpenCodeClient`, ``await aall_messages_frame(client)`` instead.
-    session_ids : list of str, optional
-        The sessions to fetch, in the order wanted; by default every session of
-        the instance, newest update first. A session deleted between the listing
-        and its fetch is left out, with a warning in the log. A named session
-        that does not exist raises `SessionNotFoundError`.
-    progress : bool, default True
-        Show a `tqdm` progress bar when the fetch takes more than a second.
-    concurrency : int, default 8
-        How many requests run at once.
-
-    Returns
-    -------
-    pandas.DataFrame
-        As `messages_frame` builds it, sessions in the order of `session_ids`.
-
-    Notes
-    -----
-    This function runs its own event loop. Inside a running loop, as in a Jupyter
-    kernel, it runs that loop in a worker thread and blocks until it finishes.
-    """
-    from opencode_notebook.client import AsyncOpenCodeClient
-
-    if isinstance(client, AsyncOpenCodeClient):
-        raise TypeError(
-            "all_messages_frame needs an OpenCodeClient; with an "
-            "AsyncOpenCodeClient, use `await aall_messages_frame(client)`."
-        )
-    coroutine = aall_messages_frame(
-        client, session_ids, progress=progress, concurrency=concurrency
-    )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-# Reading CSV back
-
-
-def _restore(
-    frame: pd.DataFrame, dtypes: Mapping[str, str], text: Sequence[str]
-) -> pd.DataFrame:
-    for name, dtype in dtypes.items():
-        if name not in frame.columns:
-            continue
-        column = frame[name]
-        if name == "role" and isinstance(column.dtype, pd.CategoricalDtype):
-            # Parquet drops the categories of an empty categorical column.
-            values = column.astype(object).tolist()
-        elif str(column.dtype) == dtype:
-            continue
-        elif dtype in ("Int64", "Float64"):
-            values = pd.to_numeric(column).tolist()
-        else:
-            values = column.tolist()
-        values = [None if pd.isna(value) else value for value in values]
-        if name in text:
-            values = ["" if value is None else value for value in values]
-        frame[name] = _convert(values, dtype, name)
-    return frame
-
-
-def _read_csv(
-    source: str | os.PathLike[str] | IO[str],
-    dtypes: Mapping[str, str],
-    text: Sequence[str],
-) -> pd.DataFrame:
-    # Read every known column as text, and only an empty field as missing, so that
-    # a title or message reading "NA" or "null" stays text.
-    frame = pd.read_csv(
-        source,
-        dtype={name: object for name in dtypes},
-        keep_default_na=False,
-        na_values=[""],
-    )
-    return _restore(frame, dtypes, text)
-
-
-def read_sessions_csv(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
-    """
-    Read a CSV file written from `sessions_frame` and restore its dtypes.
-
-    Known columns get the dtypes of `SESSION_DTYPES`; other columns are kept as
-    pandas reads them. An empty ``title`` is read as ``""``.
-    """
-    return _read_csv(source, SESSION_DTYPES, _SESSION_TEXT)
-
-
-def read_messages_csv(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
-    """
-    Read a CSV file written from `messages_frame` and restore its dtypes.
-
-    Known columns get the dtypes of `MESSAGE_DTYPES`; other columns are kept as
-    pandas reads them. An empty ``content`` is read as ``""``, the way
-    `messages_frame` writes a message with no text.
-    """
-    return _read_csv(source, MESSAGE_DTYPES, _MESSAGE_TEXT)
-
-
-def read_sessions_parquet(source: str | os.PathLike[str] | IO[bytes]) -> pd.DataFrame:
-    """
-    Read a Parquet file written from `sessions_frame`, with its documented dtypes.
-
-    `pandas.read_parquet` gives the same frame; this also checks each known
-    column's dtype and converts the ones that differ.
-    """
-    return _restore(pd.read_parquet(source), SESSION_DTYPES, _SESSION_TEXT)
-
-
-def read_messages_parquet(source: str | os.PathLike[str] | IO[bytes]) -> pd.DataFrame:
-    """
-    Read a Parquet file written from `messages_frame`, with its documented dtypes.
-
-    `pandas.read_parquet` gives the same frame, except that an empty frame's
-    ``role`` column comes back without its categories; this restores them.
-    """
-    return _restore(pd.read_parquet(source), MESSAGE_DTYPES, _MESSAGE_TEXT)

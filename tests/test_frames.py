@@ -23,7 +23,7 @@ from opencode_notebook import (
     OpenCodeClient,
     Session,
     SessionNotFoundError,
-    frames,
+    fetch,
 )
 from opencode_notebook.frames import (
     MESSAGE_DTYPES,
@@ -1016,7 +1016,7 @@ def test_all_messages_frame_progress_bar_counts_sessions(
         totals.append(total)
         return Bar()
 
-    monkeypatch.setattr(frames, "_progress_bar", make_bar)
+    monkeypatch.setattr(fetch, "_progress_bar", make_bar)
     gateway = FakeGateway(["ses_a", "ses_b", "ses_c"])
 
     all_messages_frame(sync_client(gateway.response))
