@@ -128,7 +128,7 @@ def _kernel_manager_class() -> type[Any]:
     """Return a kernel manager class that starts IPython in this very Python."""
     import ipykernel.kernelspec
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class CurrentPythonSpecs(KernelSpecManager):
@@ -138,7 +138,7 @@ def _kernel_manager_class() -> type[Any]:
                 **ipykernel.kernelspec.get_kernel_dict(),
             )
 
-    class CurrentPythonKernelManager(KernelManager):
+    class CurrentPythonKernelManager(AsyncKernelManager):
         # A `python3` kernelspec elsewhere on the Jupyter path could start another
         # Python, one without this package, so every kernel name means this one.
         @default("kernel_spec_manager")
@@ -167,11 +167,7 @@ def execute_notebook(source: Path, output_dir: Path) -> NotebookRun:
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import (
-        CellControlSignal,
-        CellExecutionError,
-        DeadKernelError,
-    )
+    from nbclient.exceptions import CellControlSignal, CellExecutionError
     from nbconvert import HTMLExporter
 
     notebook = nbformat.read(source, as_version=4)
@@ -188,8 +184,10 @@ def execute_notebook(source: Path, output_dir: Path) -> NotebookRun:
         client.execute()
     except CellExecutionError:
         error = _first_error(notebook) or "a cell failed"
-    except (CellControlSignal, DeadKernelError, TimeoutError) as exc:
-        # A cell timeout is a CellControlSignal, but the kernel dying is not.
+    except (CellControlSignal, RuntimeError, TimeoutError) as exc:
+        # A cell timeout is a CellControlSignal. nbclient raises RuntimeError
+        # when the kernel does not start and DeadKernelError, one too, when it
+        # dies.
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.monotonic() - started
     if error is not None:

@@ -104,7 +104,7 @@ def test_format_summary_without_event_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.chain
-def test_demo_failing_cell_exits_nonzero(
+def test_demo_failing_notebooks_exit_nonzero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for variable in CHAIN_VARIABLES:
@@ -119,13 +119,17 @@ def test_demo_failing_cell_exits_nonzero(
         'raise ValueError("boom")',
         "never = True",
     )
+    write_notebook(folder / "dies.ipynb", "import os\nos._exit(3)", "never = True")
     out = io.StringIO()
     status = run_demo(
-        tmp_path / "build", ("broken.ipynb",), notebook_dir=folder, out=out
+        tmp_path / "build", ("broken.ipynb", "dies.ipynb"), folder, out=out
     )
+
     output = out.getvalue()
     assert status == 1
     assert "broken.ipynb: FAILED at cell 2: ValueError: boom (3 cells, " in output
+    assert "dies.ipynb: FAILED at DeadKernelError: " in output
+    assert "Demo 2 of 2 notebooks failed, " in output
     assert "Sessions created: 0, with 0 messages" in output
     executed = nbformat.read(tmp_path / "build" / "broken.ipynb", as_version=4)
     first, second, third = executed.cells
@@ -134,6 +138,7 @@ def test_demo_failing_cell_exits_nonzero(
     assert second.outputs[0]["output_type"] == "error"
     assert third.outputs == []
     assert "boom" in (tmp_path / "build" / "broken.html").read_text(encoding="utf-8")
+    assert (tmp_path / "build" / "dies.html").is_file()
     for variable in CHAIN_VARIABLES:
         assert variable not in os.environ
 
