@@ -143,6 +143,37 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "StreamEvent": {
+        "type": "object",
+        "description": "One server-sent event; its `data` is a JSON object.",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {
+                            "enum": [
+                                "start",
+                                "delta",
+                                "tool",
+                                "step",
+                                "retry",
+                                "reply",
+                                "aborted",
+                                "error",
+                            ]
+                        }
+                    },
+                },
+            },
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["healthy", "ports"],
@@ -372,7 +403,9 @@ def build_document(config: GatewayConfig) -> dict[str, Any]:
                     "description": "Server-sent events, one JSON object per "
                     "`data:` line, from `start` to `reply`, `aborted` or `error` "
                     "(see docs/streaming.md).",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    # In OpenAPI 3.1 the schema of an event stream describes
+                    # each event.
+                    "content": {"text/event-stream": {"schema": _ref("StreamEvent")}},
                 },
                 session=True,
                 body="Prompt",
