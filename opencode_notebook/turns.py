@@ -24,7 +24,6 @@ import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import quote
 
 import httpx
 
@@ -286,13 +285,13 @@ class DirectTurn(_Turn):
     ) -> None:
         super().__init__(session_id, text, model, agent, timeout, timing)
         self._api = api
+        # Raises for an id that OpenCode cannot take, before any request.
         self._path = api.session_path(session_id)
         self._params: dict[str, str] = {}
         self._stream_open = False
         self._reconnects = 0
         self._next_check = 0.0
         self._no_reply_since: float | None = None
-        self._tracker: TurnTracker | None = None
 
     def run(self) -> Driver:
         session, body = yield from self._api.prepare_prompt(
@@ -302,7 +301,6 @@ class DirectTurn(_Turn):
         self.user_message_id = user_message_id
         body["messageID"] = user_message_id
         tracker = TurnTracker(self.session_id, user_message_id)
-        self._tracker = tracker
         # `GET /event` and `GET /session/status` only cover one directory.
         directory = session.get("directory")
         if isinstance(directory, str) and directory:
@@ -310,8 +308,7 @@ class DirectTurn(_Turn):
 
         # The stream opens before the prompt is sent, so no event is missed.
         yield from self._open()
-        quoted = quote(self.session_id, safe="")
-        yield Call("POST", f"/session/{quoted}/prompt_async", json=body)
+        yield Call("POST", f"{self._path}/prompt_async", json=body)
         self._next_check = time.monotonic() + self.timing.quiet
         yield Started(user_message_id)
 
