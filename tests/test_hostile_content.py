@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import ipywidgets as widgets
@@ -100,11 +100,15 @@ def executable_markup(markup: str) -> list[str]:
     return problems
 
 
-def permissive_markdown() -> MarkdownIt:
+class PermissiveMarkdown(MarkdownIt):
     """A renderer that passes raw HTML and every link through, as some front ends do."""
-    renderer = MarkdownIt("commonmark", {"html": True}).enable("table")
-    renderer.validateLink = lambda url: True
-    return renderer
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
+def permissive_markdown() -> MarkdownIt:
+    return PermissiveMarkdown("commonmark", {"html": True}).enable("table")
 
 
 PAYLOAD_PARAMS = [
@@ -254,11 +258,14 @@ def frames_html(titles: list[str]) -> dict[str, str]:
         for n, text in enumerate(titles)
         for role in ("user", "assistant")
     ]
+    session_rows = sessions_frame(sessions)
+    message_rows = messages_frame(messages)
+    # pandas-stubs read `_repr_html_` as a column, so the method is cast back.
     return {
-        "sessions to_html": sessions_frame(sessions).to_html(),
-        "sessions _repr_html_": sessions_frame(sessions)._repr_html_(),
-        "messages to_html": messages_frame(messages).to_html(),
-        "messages _repr_html_": messages_frame(messages)._repr_html_(),
+        "sessions to_html": session_rows.to_html(),
+        "sessions _repr_html_": cast(Callable[[], str], session_rows._repr_html_)(),
+        "messages to_html": message_rows.to_html(),
+        "messages _repr_html_": cast(Callable[[], str], message_rows._repr_html_)(),
     }
 
 
@@ -349,7 +356,9 @@ async def test_chat_panel_html_is_inert() -> None:
         panel.session_picker.value = session_id
         await panel.wait()
         html_shown.extend(html_values(panel.widget))
-    await panel.refresh("ses_missing")
+    refresh = panel.refresh("ses_missing")
+    assert refresh is not None
+    await refresh
     html_shown.extend(html_values(panel.widget))
     panel.close()
 
