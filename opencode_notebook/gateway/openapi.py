@@ -5,7 +5,7 @@ The gateway serves it at `GET /api/openapi.json`. It lists every route with ever
 response the gateway can send, error rows included: each error is the contract's
 `{"statusCode", "message"}` object, and the 500 rows name the exact messages the
 contract fixes. A gateway started with a token documents the bearer scheme and the
-401 answer on every operation.
+401 response on every operation.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def _ok(
     return response
 
 
-# What a client can do next with the session it just created.
+# Links from a created session to the operations on it.
 _SESSION_LINKS = {
     name: {
         "operationId": operation_id,
@@ -269,7 +269,7 @@ def _operation(
     session: bool = False,
     body: str | None = None,
 ) -> dict[str, Any]:
-    """Describe one operation under `/api/opencode/{port}` with all its answers."""
+    """Describe one operation under `/api/opencode/{port}` with all its responses."""
     server_errors = [_INVALID_PORT]
     parameters = [_port_parameter(config)]
     if session:
@@ -277,6 +277,7 @@ def _operation(
         parameters.append(_SESSION_ID_PARAMETER)
     if body == "Prompt":
         server_errors.append(_MESSAGE_TEXT_REQUIRED)
+
     responses: dict[str, Any] = {"200": ok}
     if body is not None:
         responses["400"] = _error(
@@ -308,6 +309,7 @@ def _operation(
         "names the port and carries OpenCode's own message.",
     )
     responses["504"] = _error(504, "The OpenCode instance did not answer in time.")
+
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
