@@ -5,8 +5,8 @@ The tree:
 
 * OpenCodeError
   + TransportError - no response arrived.
-    - ConnectError - nothing answers at the server's address.
-    - RequestTimeoutError - the server did not answer in time.
+    - ConnectError - nothing listens at the server's address.
+    - RequestTimeoutError - the server did not respond in time.
       · PromptTimeoutError - a prompt did not finish in time; the reply may still come.
   + PromptAbortedError - the agent's turn was stopped before it finished.
   + APIError - the server returned an error response (`status`, `message`, `ref`).
@@ -72,11 +72,11 @@ class TransportError(OpenCodeError):
 
 
 class ConnectError(TransportError):
-    """Nothing answers at the server's address."""
+    """Nothing listens at the server's address."""
 
 
 class RequestTimeoutError(TransportError):
-    """The server did not answer in time."""
+    """The server did not respond in time."""
 
 
 class PromptTimeoutError(RequestTimeoutError):

@@ -152,8 +152,8 @@ class Message:
     One message of a session: a user prompt or an assistant reply.
 
     `content` is the message's text parts joined in order. A gateway or a direct
-    connection adds fields such as the model, agent, tokens and cost; they are in
-    `extra` and read through the properties below, which return `None` when absent.
+    connection adds fields such as the model, agent, tokens and cost. They are kept
+    in `extra`, and the properties below read them or return `None` when absent.
     """
 
     id: str

@@ -98,7 +98,7 @@ def text_of_parts(parts: Iterable[Mapping[str, Any]]) -> str:
     """
     Join the text parts of a message in order.
 
-    Parts the server injects (`synthetic`) or was told to skip (`ignored`) are left
+    Parts the server injects (`synthetic`) or marks as `ignored` are left
     out, so a user message reads as the user wrote it.
     """
     texts = [
@@ -137,7 +137,7 @@ def message_to_contract(entry: Mapping[str, Any]) -> dict[str, Any]:
     Build a contract Message from an OpenCode `{info, parts}` entry.
 
     Besides `id`, `role`, `content` and `timestamp`, the result keeps `sessionID`,
-    `parentID` (the user message an assistant message answers), `agent`,
+    `parentID` (the user message that an assistant message replies to), `agent`,
     `providerID`, `modelID`, `tokens`, `cost`, `finish`, `completedAt`, `error` and
     the raw `parts`, where OpenCode gives them.
     """

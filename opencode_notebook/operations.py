@@ -269,7 +269,7 @@ class NativeAPI:
     def session_path(self, session_id: str, suffix: str = "") -> str:
         """Return the path of a session's route; reject ids OpenCode cannot take."""
         check_session_id(session_id)
-        # OpenCode answers an id without its `ses` prefix with a bare 500.
+        # OpenCode returns a bare 500 for an id without its `ses` prefix.
         if not session_id.startswith("ses"):
             raise SessionNotFoundError(f"Session not found: {session_id}")
         return f"/session/{quote(session_id, safe='')}{suffix}"
@@ -378,7 +378,7 @@ class NativeAPI:
         return session, body
 
     def abort(self, session_id: str) -> Operation[None]:
-        # OpenCode answers `true` even for an unknown session, so look it up first.
+        # OpenCode returns `true` even for an unknown session, so look it up first.
         path = self.session_path(session_id)
         yield Call("GET", path)
         yield Call("POST", f"{path}/abort")
