@@ -16,8 +16,9 @@ IPython magics for OpenCode: `%load_ext opencode_notebook`.
   `show [ID]`, `delete ID` manage sessions and the current session. `fork`
   copies the session ID (default: the current one) and makes the copy current.
 * `%%opencode_prompt [SESSION] [--new [TITLE]] [--model M] [--agent A]
-  [--with NAME ...] [--out NAME]` sends the cell body. `%opencode_prompt` sends
-  the rest of the line after the session id and options.
+  [--with NAME ...] [--out NAME]` sends the cell body and shows the reply as it
+  arrives. `%opencode_prompt` sends the rest of the line after the session id
+  and options.
 * `%opencode_chat [SESSION]` shows the chat panel.
 
 The settings are traits of `OpenCodeMagics`: `%config OpenCodeMagics` lists them.
@@ -47,6 +48,7 @@ from IPython.core.magic import Magics, magics_class, no_var_expand
 from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
+from opencode_notebook._live_reply import LiveReply, supports_live_display
 from opencode_notebook._magic_args import (
     _SESSION_ID,
     OpenCodeUsageError,
@@ -61,6 +63,7 @@ from opencode_notebook.errors import (
     ConnectError,
     OpenCodeError,
     PortNotAllowedError,
+    PromptAbortedError,
     PromptTimeoutError,
     ProtocolError,
     RequestTimeoutError,
@@ -76,6 +79,8 @@ if TYPE_CHECKING:
     import argparse
 
     from IPython.core.interactiveshell import InteractiveShell
+
+    from opencode_notebook.prompt_stream import PromptStream
 
     class _Decorator(Protocol):
         def __call__(self, func: _F, /) -> _F: ...
@@ -169,6 +174,12 @@ class OpenCodeMagics(Magics, Configurable):
         10_000,
         help="Maximum characters of each variable that --with adds to a prompt. "
         "A longer description is truncated.",
+    ).tag(config=True)
+    stream = Bool(
+        True,
+        help="Show a prompt's reply in its cell while the agent writes it. False: "
+        "wait for the whole reply with one request, for servers whose events do "
+        "not reach this kernel.",
     ).tag(config=True)
 
     # Set before the traits are configured, because the observers read them.
@@ -667,12 +678,21 @@ class OpenCodeMagics(Magics, Configurable):
     )
     def opencode_prompt(self, line: str, cell: str | None = None) -> MarkdownReply:
         """
-        Send a prompt and return the reply as the cell's value.
+        Send a prompt, show the reply as it arrives, and return it.
 
         `%%opencode_prompt [options]` sends the cell body. `%opencode_prompt
         [SESSION] [options] TEXT` sends TEXT, which starts at the first word that
         is not a session id (`ses_...`) or an option, or after `--`. The text is
         sent exactly as written.
+
+        In Jupyter the reply grows in one output of the cell while the agent
+        writes it, and ends as Markdown. The returned `MarkdownReply` then shows
+        nothing more in that cell, so the reply appears once, and
+        `x = %opencode_prompt ...` both shows it and stores it in `x`. Where
+        outputs cannot change (IPython in a terminal), or with
+        `%config OpenCodeMagics.stream = False`, the reply is shown once it is
+        complete, as the cell's value. Interrupting the cell stops the agent's
+        turn and shows the partial reply marked "(stopped)".
         """
         if cell is None:
             argv, text = _split_prompt_line(line)
@@ -692,10 +712,16 @@ class OpenCodeMagics(Magics, Configurable):
             empty_hint = "write the prompt in the cell body under %%opencode_prompt."
         if not text.strip():
             raise OpenCodeUsageError(f"Message text required: {empty_hint}")
-        reply = self._prompt(args, text)
-        return self._deliver_reply(reply, args.out)
+        reply, shown = self._prompt(args, text)
+        # --out keeps the whole PromptReply too. The reply is still shown, because
+        # a prompt's answer is what the cell is for.
+        if args.out is not None:
+            self._user_ns[args.out] = reply
+        return shown
 
-    def _prompt(self, args: argparse.Namespace, text: str) -> PromptReply:
+    def _prompt(
+        self, args: argparse.Namespace, text: str
+    ) -> tuple[PromptReply, MarkdownReply]:
         # Every check runs before the first request, so a mistake sends nothing.
         _check_variable_name(args.out, "--out")
         model = self._prompt_model(args.model)
@@ -709,16 +735,74 @@ class OpenCodeMagics(Magics, Configurable):
             session_id = self._new_session(args.new or None, None).id
         else:
             session_id = self._session_or_current(args.session)
+        if self.stream:
+            return self._stream_reply(session_id, context + text, model, agent)
+        reply = self._wait_reply(session_id, context + text, model, agent)
+        return reply, MarkdownReply(reply.response)
+
+    def _wait_reply(
+        self, session_id: str, text: str, model: str | None, agent: str | None
+    ) -> PromptReply:
         try:
             with self._server_errors(session_id):
-                return self.client.prompt(
-                    session_id, context + text, model=model, agent=agent
-                )
+                return self.client.prompt(session_id, text, model=model, agent=agent)
         except KeyboardInterrupt:
             # OpenCode keeps running a turn whose client went away, so an
             # interrupted cell stops the turn explicitly.
             self._abort(session_id)
             raise
+
+    def _stream_reply(
+        self, session_id: str, text: str, model: str | None, agent: str | None
+    ) -> tuple[PromptReply, MarkdownReply]:
+        assert self.shell is not None, "the magics are registered with a shell"
+        output = LiveReply(self.shell, live=supports_live_display(self.shell))
+        with self._server_errors(session_id):
+            stream = self.client.stream_prompt(
+                session_id, text, model=model, agent=agent
+            )
+        # Leaving this block before the reply, by an interrupt or an error,
+        # aborts the turn on the server.
+        with stream:
+            # Input and server errors (unknown session, model or agent) raise
+            # here, before anything is shown.
+            try:
+                with self._server_errors(session_id):
+                    stream.start()
+            except KeyboardInterrupt:
+                # The server may have accepted the prompt before the interrupt.
+                self._abort(session_id)
+                raise
+            reply = self._follow(stream, output, session_id)
+        return reply, output.finish(reply.response)
+
+    def _follow(
+        self, stream: PromptStream, output: LiveReply, session_id: str
+    ) -> PromptReply:
+        """Show the stream's events in `output` until the reply arrives."""
+        try:
+            for event in stream:
+                output.add(event, stream.text)
+        except KeyboardInterrupt:
+            output.stop(stream.text, "(stopped)")
+            raise
+        except PromptAbortedError as exc:
+            output.stop(exc.partial_text or stream.text, "(stopped)")
+            raise OpenCodeUsageError(
+                f"Stopped: the agent's turn in session {session_id} was aborted "
+                "before it finished. Its partial reply stays in the session: read "
+                f"it with %opencode_messages {session_id}."
+            ) from exc
+        except (OpenCodeError, ValueError) as exc:
+            output.stop(stream.text, "(incomplete)")
+            raise self._usage_error(exc, session_id) from exc
+        if stream.reply is None:
+            # The stream always ends with the reply, unless it was closed early.
+            raise OpenCodeUsageError(
+                f"The reply stream of session {session_id} ended without a reply: "
+                f"read the reply with %opencode_messages {session_id}."
+            )
+        return stream.reply
 
     def _abort(self, session_id: str) -> None:
         try:
@@ -758,13 +842,6 @@ class OpenCodeMagics(Magics, Configurable):
             value = self._user_ns[name]
             blocks.append(_context_block(name, value, self.context_limit) + "\n\n")
         return "".join(blocks)
-
-    def _deliver_reply(self, reply: PromptReply, out: str | None) -> MarkdownReply:
-        # The reply is shown once, as the cell's value, even with --out: a prompt's
-        # answer is what the cell is for. --out keeps the whole PromptReply too.
-        if out is not None:
-            self._user_ns[out] = reply
-        return MarkdownReply(reply.response)
 
     # %opencode_chat -------------------------------------------------------------
 

@@ -1,13 +1,14 @@
 """
-The magics without a server: loading, settings, argument parsing, and the errors
-that must stop before any request. Server responses that the real chain cannot
-produce come from `httpx.MockTransport`.
+The magics without a server: loading, settings, argument parsing, the errors that
+must stop before any request, and how a streamed reply shows in its cell. Server
+responses that the real chain cannot produce come from `httpx.MockTransport`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +17,16 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.display import display
+from live_output import echo_events, recording_display, sse
 from magics_shell import Recorder, loaded_shell, magics_of, mock_client
 from traitlets import TraitError
 
+from opencode_notebook import _live_reply
+from opencode_notebook._live_reply import LiveReply
 from opencode_notebook.magics import OpenCodeMagics
 from opencode_notebook.render import MarkdownReply
+from opencode_notebook.streaming import TextDelta, ToolUpdate
 
 MAGIC_NAMES = {
     "line": {
@@ -78,7 +84,11 @@ def silent(magics: OpenCodeMagics) -> Recorder:
 
 @pytest.fixture
 def echo(magics: OpenCodeMagics) -> Recorder:
-    """A client whose prompts come back with their own text."""
+    """
+    A client whose prompts come back with their own text, from the prompt
+    endpoint: streaming is off, and the streamed tests below use their own mock.
+    """
+    magics.stream = False
     recorder = Recorder(prompt_handler)
     magics.client = mock_client(recorder)
     return recorder
@@ -751,3 +761,379 @@ def test_non_api_answer_suggests_direct_mode(
     magics.client = mock_client(html)
     with pytest.raises(UsageError, match=r"Expected JSON.*--direct"):
         shell.run_line_magic("opencode_sessions", "")
+
+
+# Streamed replies
+
+
+class StreamingGateway:
+    """
+    A mock gateway whose prompts stream `Echo: <text>` word by word.
+
+    `pause` is the wait before each event. `cut_after` ends the events after that
+    many, and `last` replaces the end (the step and the reply) with one event of
+    its own. `interrupt_after` raises KeyboardInterrupt while the client reads,
+    after that many events. The messages endpoint lists `messages`.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.pause = 0.0
+        self.cut_after: int | None = None
+        self.last: dict[str, Any] | None = None
+        self.interrupt_after: int | None = None
+        self.messages: list[dict[str, Any]] = []
+
+    def paths(self, method: str) -> list[str]:
+        return [r.url.path for r in self.requests if r.method == method]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if request.method == "POST" and path.endswith("/prompt/stream"):
+            if "/session/ses_gone/" in path:
+                body = {"statusCode": 404, "message": "Session not found"}
+                return httpx.Response(404, json=body)
+            text = json.loads(request.content)["text"]
+            events = echo_events("ses_1", "msg_user", "msg_reply", f"Echo: {text}")
+            if self.last is not None:
+                events = [*events[:-2], self.last]
+            if self.cut_after is not None:
+                events = events[: self.cut_after]
+            headers = {"content-type": "text/event-stream"}
+            return httpx.Response(200, headers=headers, content=self._play(events))
+        if request.method == "POST" and path.endswith("/abort"):
+            return httpx.Response(200, json={"success": True})
+        if request.method == "GET" and path.endswith("/messages"):
+            return httpx.Response(200, json={"messages": self.messages})
+        return httpx.Response(404, json={"statusCode": 404, "message": "Not found"})
+
+    def _play(self, events: list[dict[str, Any]]) -> Iterator[bytes]:
+        for count, event in enumerate(events):
+            if count == self.interrupt_after:
+                raise KeyboardInterrupt
+            time.sleep(self.pause)
+            yield sse(event)
+
+
+@pytest.fixture
+def streaming(magics: OpenCodeMagics) -> StreamingGateway:
+    gateway = StreamingGateway()
+    magics.client = mock_client(Recorder(gateway))
+    return gateway
+
+
+@pytest.fixture
+def every_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Show the growing reply from the first event on, at every event."""
+    monkeypatch.setattr(_live_reply, "LIVE_DELAY", 0.0)
+    monkeypatch.setattr(_live_reply, "UPDATE_INTERVAL", 0.0)
+
+
+def bundle(text: str) -> dict[str, str]:
+    return MarkdownReply(text)._repr_mimebundle_()
+
+
+def test_streamed_cell_body_is_sent_byte_for_byte(
+    shell: InteractiveShell, streaming: StreamingGateway
+) -> None:
+    shell.user_ns["d"] = {"a": 1}
+    reply = shell.run_cell_magic("opencode_prompt", "ses_1", CELL_BODY)
+    (request,) = streaming.requests
+    assert request.url.path == "/api/opencode/3100/session/ses_1/prompt/stream"
+    assert json.loads(request.content) == {"text": CELL_BODY}
+    assert isinstance(reply, MarkdownReply)
+    assert reply.text == f"Echo: {CELL_BODY}"
+
+
+@pytest.mark.parametrize("define_x", [True, False], ids=["x-defined", "x-undefined"])
+def test_streamed_line_prompt_is_not_expanded(
+    shell: InteractiveShell, streaming: StreamingGateway, define_x: bool
+) -> None:
+    if define_x:
+        shell.user_ns["x"] = 5
+    result = shell.run_cell("%opencode_prompt ses_1 keep {x} and {100} and $x")
+    assert result.error_in_exec is None
+    (request,) = streaming.requests
+    assert json.loads(request.content)["text"] == "keep {x} and {100} and $x"
+
+
+def test_live_display_grows_then_becomes_markdown(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    with recording_display(shell) as publisher:
+        result = shell.run_cell("%%opencode_prompt ses_1\none two three")
+    assert result.error_in_exec is None
+    first, *updates = publisher.calls
+    assert not first.update
+    assert first.display_id is not None
+    assert all(call.update for call in updates)
+    assert {call.display_id for call in updates} == {first.display_id}
+    texts = [call.data["text/plain"] for call in publisher.calls[:-1]]
+    assert texts[0].startswith("Echo:")
+    assert texts[-1].startswith("Echo: one two three")
+    assert len(set(texts)) >= 3
+    assert publisher.outputs() == [bundle("Echo: one two three\n")]
+
+
+def test_live_reply_is_returned_but_shown_once(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    with recording_display(shell) as publisher:
+        result = shell.run_cell("x = %opencode_prompt ses_1 hi\nx")
+        shown_in_cell = publisher.outputs()
+        display(shell.user_ns["x"])
+    assert result.error_in_exec is None
+    assert isinstance(result.result, MarkdownReply)
+    assert shell.user_ns["x"].text == "Echo: hi"
+    assert shown_in_cell == [bundle("Echo: hi")]
+    # Once its cell has finished, the reply displays like any other.
+    assert publisher.outputs() == [bundle("Echo: hi"), bundle("Echo: hi")]
+
+
+def test_live_reply_with_out_is_shown_once(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    with recording_display(shell) as publisher:
+        result = shell.run_cell("%%opencode_prompt ses_1 --out answer\nhello")
+    assert result.error_in_exec is None
+    assert shell.user_ns["answer"].response == "Echo: hello\n"
+    assert shell.user_ns["answer"].message_id == "msg_reply"
+    assert publisher.outputs() == [bundle("Echo: hello\n")]
+
+
+def test_quick_reply_is_shown_once_without_updates(
+    shell: InteractiveShell, streaming: StreamingGateway
+) -> None:
+    with recording_display(shell) as publisher:
+        result = shell.run_cell("%%opencode_prompt ses_1\nhello")
+    assert result.error_in_exec is None
+    (call,) = publisher.calls
+    assert not call.update
+    assert call.data == bundle("Echo: hello\n")
+
+
+def test_slow_reply_appears_after_delay(
+    shell: InteractiveShell,
+    streaming: StreamingGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_live_reply, "LIVE_DELAY", 0.15)
+    monkeypatch.setattr(_live_reply, "UPDATE_INTERVAL", 0.0)
+    streaming.pause = 0.1
+    with recording_display(shell) as publisher:
+        shell.run_cell_magic("opencode_prompt", "ses_1", "one two three four")
+    first = publisher.calls[0]
+    # Events come 0.1 s apart, so the first event is not shown by itself.
+    assert first.data["text/plain"].startswith("Echo: one ")
+    assert not first.update
+    assert len(publisher.updates) >= 2
+    assert publisher.outputs() == [bundle("Echo: one two three four")]
+
+
+def test_terminal_gets_reply_as_cell_value(
+    shell: InteractiveShell,
+    streaming: StreamingGateway,
+    every_event: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # IPython's own display publisher prints each output: no growing reply there.
+    result = shell.run_cell("%%opencode_prompt ses_1\nhello")
+    assert result.error_in_exec is None
+    assert type(result.result) is MarkdownReply
+    assert capsys.readouterr().out.count("Echo: hello") == 1
+
+
+def test_stream_setting_off_waits_for_reply(
+    shell: InteractiveShell, magics: OpenCodeMagics, every_event: None
+) -> None:
+    recorder = Recorder(prompt_handler)
+    magics.client = mock_client(recorder)
+    shell.run_line_magic("config", "OpenCodeMagics.stream = False")
+    with recording_display(shell) as publisher:
+        result = shell.run_cell("%%opencode_prompt ses_1\nhello")
+    (request,) = recorder.requests
+    assert request.url.path == "/api/opencode/3100/session/ses_1/prompt"
+    assert type(result.result) is MarkdownReply
+    assert result.result.text == "hello\n"
+    assert publisher.calls == []
+
+
+def test_server_error_before_start_shows_nothing(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    with recording_display(shell) as publisher, pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "ses_gone", "hello?")
+    assert str(excinfo.value).startswith("Session not found: 'ses_gone' on ")
+    assert publisher.calls == []
+    assert streaming.paths("POST") == [
+        "/api/opencode/3100/session/ses_gone/prompt/stream"
+    ]
+
+
+def test_interrupt_aborts_and_marks_partial_reply(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    streaming.interrupt_after = 3  # start, "Echo: ", "one "
+    with recording_display(shell) as publisher, pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("opencode_prompt", "ses_1", "one two three")
+    (output,) = publisher.outputs()
+    assert output["text/plain"] == "Echo: one \n\n(stopped)"
+    assert streaming.paths("POST") == [
+        "/api/opencode/3100/session/ses_1/prompt/stream",
+        "/api/opencode/3100/session/ses_1/abort",
+    ]
+
+
+def test_interrupt_without_display_shows_partial_once(
+    shell: InteractiveShell,
+    streaming: StreamingGateway,
+    every_event: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    streaming.interrupt_after = 3
+    with pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("opencode_prompt", "ses_1", "one two three")
+    assert capsys.readouterr().out == "Echo: one \n\n(stopped)\n"
+    assert streaming.paths("POST")[-1].endswith("/session/ses_1/abort")
+
+
+def test_abort_elsewhere_fails_cell_in_one_line(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    streaming.last = {
+        "type": "aborted",
+        "messageId": "msg_reply",
+        "response": "Echo: one two",
+    }
+    with recording_display(shell) as publisher, pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "ses_1", "one two three")
+    message = str(excinfo.value)
+    assert message.startswith("Stopped: the agent's turn in session ses_1 was aborted")
+    assert message.endswith("read it with %opencode_messages ses_1.")
+    assert "\n" not in message
+    (output,) = publisher.outputs()
+    assert output["text/plain"] == "Echo: one two\n\n(stopped)"
+    assert not any(path.endswith("/abort") for path in streaming.paths("POST"))
+
+
+def test_error_mid_stream_marks_reply_incomplete(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    streaming.last = {
+        "type": "error",
+        "statusCode": 502,
+        "message": "OpenCode failed the prompt: model overloaded",
+    }
+    with recording_display(shell) as publisher, pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "ses_1", "one two")
+    assert "model overloaded" in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+    (output,) = publisher.outputs()
+    assert output["text/plain"] == "Echo: one two\n\n(incomplete)"
+
+
+def test_reply_shown_when_stream_ends_early(
+    shell: InteractiveShell, streaming: StreamingGateway, every_event: None
+) -> None:
+    # The stream brings only its start; the reply is read from the messages.
+    streaming.cut_after = 1
+    streaming.messages = [
+        {
+            "id": "msg_user",
+            "role": "user",
+            "content": "hello",
+            "timestamp": "2026-03-03T10:00:00.000Z",
+        },
+        {
+            "id": "msg_reply",
+            "role": "assistant",
+            "content": "Echo: hello",
+            "timestamp": "2026-03-03T10:00:01.000Z",
+            "parentID": "msg_user",
+            "completedAt": "2026-03-03T10:00:02.000Z",
+            "finish": "stop",
+        },
+    ]
+    with recording_display(shell) as publisher:
+        reply = shell.run_cell_magic("opencode_prompt", "ses_1", "hello")
+    assert reply.text == "Echo: hello"
+    assert publisher.outputs() == [bundle("Echo: hello")]
+    assert len(streaming.requests) == 2
+
+
+# The growing output itself
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def delta(text: str) -> TextDelta:
+    return TextDelta("msg_reply", "prt_1", "text", text)
+
+
+def test_live_reply_throttles_text_updates(shell: InteractiveShell) -> None:
+    clock = FakeClock()
+    output = LiveReply(shell, live=True, clock=clock)
+    text = ""
+    with recording_display(shell) as publisher:
+        # 40 deltas 0.02 s apart: 0.8 s of text.
+        for number in range(40):
+            text += f"{number} "
+            output.add(delta(f"{number} "), text)
+            clock.now += 0.02
+    # Nothing for the first 0.5 s, then one update per 0.1 s at most.
+    first = publisher.calls[0].data["text/plain"]
+    assert first.startswith("0 1 2 ") and "25 " in first and "26 " not in first
+    assert 3 <= len(publisher.calls) <= 4
+
+
+def test_live_reply_shows_tool_call_at_once(shell: InteractiveShell) -> None:
+    output = LiveReply(shell, live=True, clock=FakeClock())
+    tool = ToolUpdate(
+        "msg_reply",
+        "prt_2",
+        "call_1",
+        "bash",
+        "running",
+        title="<img src=x onerror=alert(1)> *list*",
+    )
+    with recording_display(shell) as publisher:
+        output.add(tool, "")
+    (call,) = publisher.calls
+    assert call.data["text/plain"] == (
+        "Tool bash (running): <img src=x onerror=alert(1)> *list*"
+    )
+    assert "<img" not in call.data["text/html"]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in call.data["text/html"]
+    assert "<img" not in call.data["text/markdown"]
+    assert r"\*list\*" in call.data["text/markdown"]
+
+
+def test_live_reply_sanitises_partial_text(shell: InteractiveShell) -> None:
+    output = LiveReply(shell, live=True, clock=FakeClock())
+    hostile = "**ok** [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
+    with recording_display(shell) as publisher:
+        output.add(ToolUpdate("msg_reply", "prt_2", "call_1", "read", "done"), "")
+        output.stop(hostile, "(stopped)")
+    html = publisher.outputs()[0]["text/html"]
+    markdown = publisher.outputs()[0]["text/markdown"]
+    assert "<strong>ok</strong>" in html
+    assert "<img" not in html
+    assert not re.search(r"href\s*=\s*[\"']?\s*javascript:", html, re.IGNORECASE)
+    assert "<img" not in markdown
+    assert "](javascript:" not in markdown
+    assert html.endswith("<p><em>(stopped)</em></p>")
+
+
+def test_live_reply_stop_before_text_shows_nothing(shell: InteractiveShell) -> None:
+    output = LiveReply(shell, live=True, clock=FakeClock())
+    with recording_display(shell) as publisher:
+        output.add(delta(""), "")
+        output.stop("", "(stopped)")
+    assert publisher.calls == []
