@@ -26,6 +26,7 @@ from opencode_notebook import native
 from opencode_notebook.errors import (
     BadRequestError,
     MessageTextRequiredError,
+    PromptAbortedError,
     ProtocolError,
     SessionIDRequiredError,
     SessionNotFoundError,
@@ -417,7 +418,15 @@ class NativeAPI:
         path = self.session_path(session_id, "/message")
         response = yield Call("POST", path, json=body, prompt=True)
         entry = _expect(_json(response), dict, "a message", response)
-        failure = native.assistant_error(entry.get("info") or {})
+        info = entry.get("info") or {}
+        if (info.get("error") or {}).get("name") == "MessageAbortedError":
+            raise PromptAbortedError(
+                f"The prompt to session {session_id} was aborted before it finished.",
+                session_id=session_id,
+                message_id=info.get("id"),
+                partial_text=native.text_of_parts(entry.get("parts") or []),
+            )
+        failure = native.assistant_error(info)
         if failure:
             raise UpstreamError(f"OpenCode failed the prompt: {failure}", status=502)
         return PromptReply.from_json(native.reply_to_contract(entry))

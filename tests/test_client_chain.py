@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +13,10 @@ from opencode_notebook import (
     AsyncOpenCodeClient,
     BadRequestError,
     OpenCodeClient,
+    OpenCodeError,
+    PromptAbortedError,
     SessionNotFoundError,
+    UpstreamError,
 )
 from opencode_notebook.stack import LocalChain
 
@@ -147,3 +152,30 @@ def test_sync_client_inside_running_loop(chain: LocalChain) -> None:
             return len(client.list_sessions())
 
     assert asyncio.run(from_a_coroutine()) >= 0
+
+
+def test_abort_stops_a_waiting_prompt(client: OpenCodeClient) -> None:
+    session = client.create_session("abort a waiting prompt")
+    outcome: dict[str, BaseException] = {}
+
+    def send() -> None:
+        try:
+            client.prompt(session.id, "one two three four five six [[delay 0.5]]")
+        except OpenCodeError as exc:
+            outcome["error"] = exc
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.5)
+    client.abort(session.id)
+    sender.join(timeout=30)
+
+    error = outcome["error"]
+    if client.direct_mode:
+        assert isinstance(error, PromptAbortedError)
+        assert error.session_id == session.id
+        assert error.partial_text.startswith("Echo: one")
+    else:
+        assert isinstance(error, UpstreamError)
+        assert "Prompt aborted" in str(error)
+    assert client.prompt(session.id, "after the stop").response.startswith("Echo:")

@@ -359,7 +359,9 @@ class Gateway:
             return 500, exc.message
         if isinstance(exc, BadRequestError) and exc.response is None:
             return 400, exc.message
-        if isinstance(exc, ConnectError):
+        if isinstance(exc, PromptAbortedError):
+            status, message = 502, f"Prompt aborted on port {port}: {exc.message}"
+        elif isinstance(exc, ConnectError):
             message = f"No OpenCode instance answers on port {port}"
             status = 502
         elif isinstance(exc, RequestTimeoutError):
