@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from live_output import RecordingPublisher, recording_display
 from magics_shell import loaded_shell, magics_of
 
 from opencode_notebook import OpenCodeClient, Session
@@ -500,3 +501,107 @@ async def test_chat_opens_current_session(shell: InteractiveShell) -> None:
         assert panel.session_id == session.id
     finally:
         await panel.aclose()
+
+
+# Streamed replies in a notebook front end
+
+# The offline model writes one word every 0.2 s, so the reply takes seconds.
+SLOW_TEXT = "[[delay 0.2]] " + " ".join(f"word{number}" for number in range(12))
+SLOW_REPLY = "Echo: " + " ".join(f"word{number}" for number in range(12))
+
+
+def partial_texts(publisher: RecordingPublisher) -> list[str]:
+    """The reply texts shown before the final one, without their status line."""
+    texts = [call.data["text/plain"].split("\n\n")[0] for call in publisher.calls]
+    return [text for text in texts[:-1] if text != SLOW_REPLY]
+
+
+def wait_for_text(publisher: RecordingPublisher, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while not any(text in call.data["text/plain"] for call in publisher.calls):
+        assert time.monotonic() < deadline, f"{text!r} was never shown"
+        time.sleep(0.05)
+
+
+def test_live_reply_grows_then_becomes_markdown(shell: InteractiveShell) -> None:
+    shell.run_line_magic("opencode_session", "new growing")
+    with recording_display(shell) as publisher:
+        result = shell.run_cell(f"%%opencode_prompt\n{SLOW_TEXT}")
+    assert result.error_in_exec is None
+    assert isinstance(result.result, MarkdownReply)
+    assert result.result.text.strip() == SLOW_REPLY
+    partial = partial_texts(publisher)
+    assert len(set(partial)) >= 3
+    assert all(SLOW_REPLY.startswith(text) for text in partial)
+    assert partial == sorted(partial, key=len)
+    assert publisher.outputs() == [result.result._repr_mimebundle_()]
+
+
+def test_live_reply_in_direct_mode(shell: InteractiveShell, chain: LocalChain) -> None:
+    shell.run_line_magic("opencode_connect", f"{chain.opencode_urls[0]} --direct")
+    shell.run_line_magic("opencode_session", "new growing directly")
+    with recording_display(shell) as publisher:
+        reply = shell.run_cell_magic("opencode_prompt", "", SLOW_TEXT)
+    assert reply.text == SLOW_REPLY
+    assert len(set(partial_texts(publisher))) >= 3
+    assert publisher.outputs() == [reply._repr_mimebundle_()]
+
+
+def test_abort_mid_stream_keeps_session_usable(
+    shell: InteractiveShell, client: OpenCodeClient
+) -> None:
+    session = shell.run_line_magic("opencode_session", "new aborted mid-stream")
+    with recording_display(shell) as publisher:
+
+        def abort_once_text_shows() -> None:
+            wait_for_text(publisher, "word1")
+            client.abort(session.id)
+
+        aborter = threading.Thread(target=abort_once_text_shows)
+        aborter.start()
+        with pytest.raises(UsageError, match=r"^Stopped: the agent's turn in session"):
+            shell.run_cell_magic("opencode_prompt", "", SLOW_TEXT)
+        aborter.join()
+    (output,) = publisher.outputs()
+    assert output["text/plain"].startswith("Echo: word0 word1")
+    assert output["text/plain"].endswith("\n\n(stopped)")
+    assert SLOW_REPLY not in output["text/plain"]
+    reply = shell.run_cell_magic("opencode_prompt", "", "still here?")
+    assert reply.text == "Echo: still here?"
+    assert user_texts(client, session.id)[-1] == "still here?"
+
+
+def test_interrupt_marks_partial_reply_stopped(
+    shell: InteractiveShell, client: OpenCodeClient
+) -> None:
+    session = shell.run_line_magic("opencode_session", "new interrupted live")
+    with recording_display(shell) as publisher:
+
+        def interrupt_once_text_shows() -> None:
+            wait_for_text(publisher, "word1")
+            os.kill(os.getpid(), signal.SIGINT)
+
+        interrupter = threading.Thread(target=interrupt_once_text_shows)
+        interrupter.start()
+        with pytest.raises(KeyboardInterrupt):
+            shell.run_cell_magic("opencode_prompt", "", SLOW_TEXT)
+        interrupter.join()
+    (output,) = publisher.outputs()
+    assert output["text/plain"].endswith("\n\n(stopped)")
+    assert output["text/plain"].startswith("Echo: word0 word1")
+    user, assistant = client.list_messages(session.id)
+    assert user.role == "user"
+    assert assistant.extra["error"] == "MessageAbortedError: Aborted"
+    assert assistant.content.startswith("Echo: word0 word1")
+    reply = shell.run_cell_magic("opencode_prompt", "", "after the interrupt")
+    assert reply.text == "Echo: after the interrupt"
+
+
+def test_stream_off_waits_for_reply(shell: InteractiveShell) -> None:
+    shell.run_line_magic("opencode_session", "new not streamed")
+    shell.run_line_magic("config", "OpenCodeMagics.stream = False")
+    with recording_display(shell) as publisher:
+        reply = shell.run_cell_magic("opencode_prompt", "", "[[delay 0.1]] at once")
+    assert type(reply) is MarkdownReply
+    assert reply.text == "Echo: at once"
+    assert publisher.calls == []
