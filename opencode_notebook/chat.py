@@ -2,10 +2,11 @@
 The chat panel: a conversation with OpenCode sessions, built from ipywidgets.
 
 `ChatPanel` has a session picker with New, Fork and Delete, the conversation, model
-and agent pickers, a text box with Send, and a status line. Every request runs as an
-asyncio task on the event loop the panel was made on (the kernel's, in Jupyter), so
-other cells run while the agent works. Every result reaches the page by setting
-widget values, never through an `Output` context.
+and agent pickers, a text box with Send and Stop, and a status line. Every request
+runs as an asyncio task on the event loop the panel was made on (the kernel's, in
+Jupyter), so other cells run while the agent works. Every result reaches the page by
+setting widget values, never through an `Output` context. A reply grows in the
+conversation while the agent writes it.
 
 Model output, session titles and error messages are untrusted text: the panel
 escapes them, or renders them with `render_markdown`, before they become HTML.
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ipywidgets as widgets
 import traitlets
@@ -28,14 +29,18 @@ import traitlets
 from opencode_notebook._chat_view import (
     _PANEL_CSS,
     _STATUS_STYLES,
+    LiveMessage,
     _pending_html,
     render_message,
     session_options,
 )
 from opencode_notebook.client import AsyncOpenCodeClient, OpenCodeClient
-from opencode_notebook.errors import OpenCodeError
+from opencode_notebook.errors import OpenCodeError, PromptAbortedError, ProtocolError
 from opencode_notebook.models import Message, PromptReply, Session
 from opencode_notebook.render import escape_html
+
+if TYPE_CHECKING:
+    from opencode_notebook.prompt_stream import AsyncPromptStream
 
 __all__ = ["ChatPanel", "render_message", "session_options"]
 
@@ -108,7 +113,9 @@ class ChatPanel(traitlets.HasTraits):
 
     Send runs the prompt as an asyncio task on the event loop the panel was made
     on (the kernel's, in Jupyter), so other cells run while the agent works.
-    `send()` returns that task. While a prompt is in flight, further sends are
+    `send()` returns that task. The reply grows in the conversation as the agent
+    writes it, and Stop (`stop()`) aborts the agent's turn, leaving the partial
+    reply marked "(stopped)". While a prompt is in flight, further sends are
     ignored. The text stays in the box until the server has accepted it, and every
     error shows in the status line. With no session selected, Send creates one.
 
@@ -137,6 +144,9 @@ class ChatPanel(traitlets.HasTraits):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = threading.Lock()
         self._sending: asyncio.Task[PromptReply | None] | None = None
+        self._stream: AsyncPromptStream | None = None
+        self._live: LiveMessage | None = None
+        self._progress = "Waiting for the agent…"
         self._history_session: str | None = None
         self._history_ids: set[str] = set()
         self._load_generation = 0
@@ -201,6 +211,17 @@ class ChatPanel(traitlets.HasTraits):
             "Send", "Send the message", button_style="primary", icon="paper-plane"
         )
         self.send_button.layout.flex = "0 0 auto"
+        # Shown only while a reply is in flight, and enabled once the server has
+        # accepted the prompt.
+        self.stop_button = _button(
+            "Stop",
+            "Stop the agent's reply",
+            button_style="warning",
+            icon="stop",
+            disabled=True,
+        )
+        self.stop_button.layout.flex = "0 0 auto"
+        self.stop_button.layout.display = "none"
         self.status = widgets.HTML()
 
         panel = widgets.VBox(
@@ -217,7 +238,7 @@ class ChatPanel(traitlets.HasTraits):
                 ),
                 history_frame,
                 widgets.HBox([self.model_picker, self.agent_picker]),
-                widgets.HBox([self.input, self.send_button]),
+                widgets.HBox([self.input, self.send_button, self.stop_button]),
                 self.status,
                 widgets.HTML(_PANEL_CSS),
             ],
@@ -235,6 +256,7 @@ class ChatPanel(traitlets.HasTraits):
         self.confirm_delete_button.on_click(self._on_confirm_delete)
         self.cancel_delete_button.on_click(self._on_cancel_delete)
         self.send_button.on_click(lambda _: self.send())
+        self.stop_button.on_click(lambda _: self.stop())
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         bundle: dict[str, Any] | None = self.widget._repr_mimebundle_(**kwargs)
@@ -245,6 +267,11 @@ class ChatPanel(traitlets.HasTraits):
         """The id of the selected session, or `None`."""
         value = self.session_picker.value
         return str(value) if value is not None else None
+
+    @property
+    def stream(self) -> AsyncPromptStream | None:
+        """The stream of the reply in flight, or `None` (see `stream_prompt`)."""
+        return self._stream
 
     @property
     def message_widgets(self) -> tuple[widgets.HTML, ...]:
@@ -282,12 +309,23 @@ class ChatPanel(traitlets.HasTraits):
         model = self.model_picker.value.strip() or None
         agent = self.agent_picker.value.strip() or None
         self.send_button.disabled = True
+        self.stop_button.layout.display = None
         self._set_status("Sending…", "sending")
         task = self._start(
             self._send_prompt(text, model, agent), on_done=self._send_done
         )
         self._sending = task
         return task
+
+    def stop(self) -> asyncio.Task[bool] | None:
+        """
+        Stop the agent's turn in flight, as a task: what the Stop button does.
+
+        The send task then ends with the partial reply marked "(stopped)", and the
+        session stays usable. The stop task returns whether it sent the abort:
+        `False` when no reply is in flight.
+        """
+        return self._start(self._stop())
 
     def new_session(
         self, title: str | None = None
@@ -429,7 +467,10 @@ class ChatPanel(traitlets.HasTraits):
 
     def _send_done(self, task: asyncio.Task[PromptReply | None]) -> None:
         self._sending = None
+        self._stream = None
         self.send_button.disabled = False
+        self.stop_button.disabled = True
+        self.stop_button.layout.display = "none"
         self.set_trait("busy", False)
 
     def _show_error(self, action: str, error: Exception) -> None:
@@ -506,6 +547,10 @@ class ChatPanel(traitlets.HasTraits):
 
     def _show_history(self, session_id: str | None, messages: list[Message]) -> None:
         old_pages = self.history.children
+        if self._live is not None:
+            # The streaming reply's widget goes with the old pages.
+            self._live.finish()
+            self._live = None
         self._history_session = session_id
         self._history_ids = {message.id for message in messages}
         rendered = [widgets.HTML(render_message(message)) for message in messages]
@@ -530,6 +575,15 @@ class ChatPanel(traitlets.HasTraits):
             pages[-1].children = (*pages[-1].children, widget)
         else:
             self.history.children = (*pages, widgets.VBox([widget]))
+
+    def _insert_before(self, anchor: widgets.HTML, widget: widgets.HTML) -> None:
+        for page in self.history.children:
+            children = page.children
+            for index, child in enumerate(children):
+                if child is anchor:
+                    page.children = (*children[:index], widget, *children[index:])
+                    return
+        self._append_widget(widget)
 
     def _remove_widget(self, widget: widgets.HTML) -> None:
         for page in self.history.children:
@@ -563,16 +617,18 @@ class ChatPanel(traitlets.HasTraits):
             await asyncio.sleep(_TICK_SECONDS)
             if self._status_kind == "sending":
                 elapsed = time.monotonic() - started
-                self._set_status(f"Waiting for the agent… {elapsed:.0f} s", "sending")
+                self._set_status(f"{self._progress} {elapsed:.0f} s", "sending")
 
     async def _send_prompt(
         self, text: str, model: str | None, agent: str | None
     ) -> PromptReply | None:
         started = time.monotonic()
+        self._progress = "Waiting for the agent…"
         ticker = self._create_task(self._tick(started), None)
+        session_id = self.session_id
         pending: widgets.HTML | None = None
+        live: LiveMessage | None = None
         try:
-            session_id = self.session_id
             if session_id is None:
                 session = await self.client.create_session()
                 await self._refresh(session.id)
@@ -580,33 +636,113 @@ class ChatPanel(traitlets.HasTraits):
             if session_id == self._history_session:
                 pending = widgets.HTML(_pending_html(text))
                 self._append_widget(pending)
-            reply = await self.client.prompt(session_id, text, model=model, agent=agent)
+            reply, live = await self._stream_reply(session_id, text, model, agent)
+        except PromptAbortedError as aborted:
+            await self._show_stopped(text, aborted, pending, started)
+            return None
         except (OpenCodeError, ValueError) as error:
+            live, self._live = self._live, None
+            if live is not None:
+                live.finish()
+                self._remove_widget(live.widget)
             if pending is not None:
                 self._remove_widget(pending)
             self._show_error("Sending failed (your message is still in the box)", error)
             return None
         finally:
             ticker.cancel()
+            self.stop_button.disabled = True
 
         # Clear the box only if it still contains what was sent, because the user
         # may have typed the next message meanwhile.
         if self.input.value == text:
             self.input.value = ""
-        await self._show_reply(session_id, text, reply, pending)
+        await self._show_reply(session_id, text, reply, pending, live)
         await self._refresh(None, report=False)
         elapsed = time.monotonic() - started
         self._set_status(f"Reply received in {elapsed:.1f} s.")
         return reply
 
+    async def _stream_reply(
+        self, session_id: str, text: str, model: str | None, agent: str | None
+    ) -> tuple[PromptReply, LiveMessage | None]:
+        """Stream the reply into a live message, and return it with that message."""
+        live: LiveMessage | None = None
+        async with self.client.stream_prompt(
+            session_id, text, model=model, agent=agent
+        ) as stream:
+            await stream.start()
+            # Stop has a turn to stop only once the server accepted the prompt.
+            self._stream = stream
+            self.stop_button.disabled = False
+            if session_id == self._history_session:
+                live = self._live = LiveMessage(self._loop)
+                self._append_widget(live.widget)
+            async for event in stream:
+                if live is not None:
+                    live.add(event, stream.text)
+        if live is not None:
+            live.finish()
+            self._live = None
+        if stream.reply is None:
+            # The stream always ends with the reply, unless it was closed early.
+            raise ProtocolError(
+                f"The reply stream of session {session_id} ended without a reply."
+            )
+        return stream.reply, live
+
+    async def _stop(self) -> bool:
+        stream = self._stream
+        if stream is None or stream.finished:
+            return False
+        self.stop_button.disabled = True
+        self._progress = "Stopping the agent…"
+        self._set_status(self._progress, "sending")
+        try:
+            await stream.abort()
+        except OpenCodeError as error:
+            self._show_error("Stopping failed", error)
+            self.stop_button.disabled = stream.finished
+            return False
+        return True
+
+    async def _show_stopped(
+        self,
+        text: str,
+        aborted: PromptAbortedError,
+        pending: widgets.HTML | None,
+        started: float,
+    ) -> None:
+        """Keep the partial reply, marked "(stopped)", after an abort."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop(aborted.partial_text)
+        # The server stored the prompt, so it leaves the box as after a reply.
+        if self.input.value == text:
+            self.input.value = ""
+        await self._show_reply(aborted.session_id, text, None, pending, live)
+        await self._refresh(None, report=False)
+        elapsed = time.monotonic() - started
+        self._set_status(
+            f"Stopped the agent after {elapsed:.1f} s: the reply is incomplete.",
+            "hint",
+        )
+
     async def _show_reply(
         self,
         session_id: str,
         text: str,
-        reply: PromptReply,
+        reply: PromptReply | None,
         pending: widgets.HTML | None,
+        live: LiveMessage | None,
     ) -> None:
-        """Show the messages the prompt added, read back from the server."""
+        """
+        Show the messages the prompt added, read back from the server.
+
+        The user's message replaces `pending`, and the last assistant message
+        replaces the streamed `live` one, with any earlier steps put before it.
+        `reply` is `None` after an abort.
+        """
         if session_id != self._history_session:
             return
         try:
@@ -615,25 +751,44 @@ class ChatPanel(traitlets.HasTraits):
             # The reply itself arrived: show it with the local time.
             logger.info("Reading back the conversation failed: %s", error)
             now = datetime.now(UTC)
-            messages = [
-                Message("", "user", text, now),
-                Message(
-                    reply.message_id, "assistant", reply.response, now, reply.extra
-                ),
-            ]
+            messages = [Message("", "user", text, now)]
+            if reply is not None:
+                messages.append(
+                    Message(
+                        reply.message_id, "assistant", reply.response, now, reply.extra
+                    )
+                )
         if session_id != self._history_session:
             return
-        if not any(child is pending for child in self.message_widgets):
+        visible = self.message_widgets
+        if not any(child is pending for child in visible):
             pending = None  # the conversation was reloaded meanwhile
-        for message in messages:
-            if message.id in self._history_ids:
-                continue
+        live_widget = live.widget if live is not None else None
+        if not any(child is live_widget for child in visible):
+            live_widget = None
+        new = [m for m in messages if m.id not in self._history_ids]
+        last_reply = next((m for m in reversed(new) if m.role == "assistant"), None)
+        for message in new:
             if pending is not None and message.role == "user":
                 pending.value = render_message(message)
                 self._history_ids.add(message.id)
                 pending = None
+            elif live_widget is not None and message is last_reply:
+                live_widget.value = render_message(message)
+                self._history_ids.add(message.id)
+                live_widget = None
+            elif live_widget is not None:
+                widget = widgets.HTML(render_message(message))
+                self._history_ids.add(message.id)
+                self._insert_before(live_widget, widget)
             else:
                 self._append_message(message)
+        if live_widget is not None and reply is not None:
+            # The server listed no new reply: show the one the stream ended with.
+            now = datetime.now(UTC)
+            live_widget.value = render_message(
+                Message(reply.message_id, "assistant", reply.response, now, reply.extra)
+            )
 
     async def _create(self, title: str | None, parent_id: str | None) -> Session | None:
         action = "Forking the session" if parent_id else "Creating a session"

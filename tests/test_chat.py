@@ -13,11 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from live_output import echo_events, sse
 
 from opencode_notebook import AsyncOpenCodeClient, Message, OpenCodeClient, Session
+from opencode_notebook._chat_view import LiveMessage
 from opencode_notebook.chat import ChatPanel, render_message, session_options
 from opencode_notebook.models import format_timestamp
 from opencode_notebook.stack import LocalChain
+from opencode_notebook.streaming import TextDelta, ToolUpdate
 
 PORT = 3100
 PREFIX = f"/api/opencode/{PORT}"
@@ -35,6 +38,12 @@ class FakeGateway:
     (`Echo: <text>` by default), and waits `prompt_delay` seconds before answering.
     When `prompt_status` is set, every prompt fails with that status and
     `prompt_body`; when `messages_status` is set, so does every message list.
+
+    A streamed prompt sends the reply word by word, `chunk_delay` seconds apart,
+    and ends early with an `aborted` event when its session is aborted. With
+    `cut_stream` set, its stream ends right after the start, and the reply is
+    left for the client to read from the messages. With `fail_after` set, it
+    ends with an `error` event after that many words.
     """
 
     def __init__(self) -> None:
@@ -49,6 +58,12 @@ class FakeGateway:
         }
         self.messages_status: int | None = None
         self.reply = "Echo: {text}"
+        self.chunk_delay = 0.0
+        self.cut_stream = False
+        self.fail_after: int | None = None
+        self.aborts: list[str] = []
+        self._streaming: set[str] = set()
+        self._aborted: set[str] = set()
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 
@@ -68,8 +83,18 @@ class FakeGateway:
         ]
         return session_id
 
-    def add_message(self, session_id: str, role: str, content: str) -> str:
-        message_id = f"msg_{next(self._ids):03d}"
+    def new_message_id(self) -> str:
+        return f"msg_{next(self._ids):03d}"
+
+    def add_message(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        message_id: str | None = None,
+        **extra: str,
+    ) -> str:
+        message_id = message_id or self.new_message_id()
         message = {
             "id": message_id,
             "role": role,
@@ -78,15 +103,18 @@ class FakeGateway:
         }
         if role == "assistant":
             message.update(providerID="local", modelID="echo", agent="build")
+        message.update(extra)
         self.messages[session_id].append(message)
         self.sessions[session_id]["updatedAt"] = message["timestamp"]
         return message_id
 
     def posts(self, suffix: str) -> list[httpx.Request]:
+        """The POST requests to paths ending in `suffix`; `/prompt` counts streams."""
+        suffixes = (suffix, f"{suffix}/stream") if suffix == "/prompt" else (suffix,)
         return [
             request
             for request in self.requests
-            if request.method == "POST" and request.url.path.endswith(suffix)
+            if request.method == "POST" and request.url.path.endswith(suffixes)
         ]
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -106,7 +134,9 @@ class FakeGateway:
             session_id = self.add_session(body.get("title") or "New session", parent_id)
             return httpx.Response(200, json=self.sessions[session_id])
 
-        match = re.fullmatch(r"/session/([^/]+)(/messages|/prompt)?", path)
+        match = re.fullmatch(
+            r"/session/([^/]+)(/messages|/prompt|/prompt/stream|/abort)?", path
+        )
         if match is None:
             return self._error(404, "Not found")
         session_id, suffix = match.group(1), match.group(2)
@@ -124,6 +154,13 @@ class FakeGateway:
             return httpx.Response(200, json={"messages": self.messages[session_id]})
         if request.method == "POST" and suffix == "/prompt":
             return await self._prompt(session_id, json.loads(request.content))
+        if request.method == "POST" and suffix == "/prompt/stream":
+            return await self._prompt_stream(session_id, json.loads(request.content))
+        if request.method == "POST" and suffix == "/abort":
+            self.aborts.append(session_id)
+            if session_id in self._streaming:
+                self._aborted.add(session_id)
+            return httpx.Response(200, json={"success": True})
         return self._error(404, "Not found")
 
     async def _prompt(self, session_id: str, body: dict[str, Any]) -> httpx.Response:
@@ -136,6 +173,62 @@ class FakeGateway:
         response = self.reply.format(text=body["text"])
         message_id = self.add_message(session_id, "assistant", response)
         return httpx.Response(200, json={"messageId": message_id, "response": response})
+
+    async def _prompt_stream(
+        self, session_id: str, body: dict[str, Any]
+    ) -> httpx.Response:
+        await asyncio.sleep(self.prompt_delay)
+        if self.prompt_status is not None:
+            return httpx.Response(self.prompt_status, json=self.prompt_body)
+        if session_id not in self.sessions:
+            return self._error(404, "Session not found")
+        user_id = self.add_message(session_id, "user", body["text"])
+        response = self.reply.format(text=body["text"])
+        events = self._play(session_id, user_id, response)
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, headers=headers, content=events)
+
+    async def _play(
+        self, session_id: str, user_id: str, response: str
+    ) -> AsyncIterator[bytes]:
+        reply_id = self.new_message_id()
+        start, *deltas, step, reply = echo_events(
+            session_id, user_id, reply_id, response
+        )
+        finished = {"parentID": user_id, "completedAt": self._now(), "finish": "stop"}
+        yield sse(start)
+        if self.cut_stream:
+            self.add_message(session_id, "assistant", response, reply_id, **finished)
+            return
+        self._streaming.add(session_id)
+        written = ""
+        try:
+            for count, delta in enumerate(deltas):
+                await asyncio.sleep(self.chunk_delay)
+                if count == self.fail_after:
+                    failure = {"statusCode": 502, "message": "Upstream model failed"}
+                    yield sse({"type": "error", **failure})
+                    return
+                if session_id in self._aborted:
+                    self._aborted.discard(session_id)
+                    self.add_message(
+                        session_id,
+                        "assistant",
+                        written,
+                        reply_id,
+                        parentID=user_id,
+                        error="MessageAbortedError: Aborted",
+                    )
+                    aborted = {"messageId": reply_id, "response": written}
+                    yield sse({"type": "aborted", **aborted})
+                    return
+                written += delta["text"]
+                yield sse(delta)
+        finally:
+            self._streaming.discard(session_id)
+        self.add_message(session_id, "assistant", response, reply_id, **finished)
+        yield sse(step)
+        yield sse(reply)
 
     @staticmethod
     def _error(status: int, message: str) -> httpx.Response:
@@ -888,3 +981,341 @@ async def test_chain_direct_lists_models(chain: LocalChain) -> None:
     assert "local/echo" in panel.model_picker.options
     assert "build" in panel.agent_picker.options
     assert "title" not in panel.agent_picker.options
+
+
+# Streaming and Stop.
+
+
+def streaming_values(panel: ChatPanel) -> list[str]:
+    return [
+        widget.value
+        for widget in panel.message_widgets
+        if "opencode-chat-streaming" in widget.value
+    ]
+
+
+async def watch_streaming(panel: ChatPanel, task: asyncio.Task[Any]) -> list[str]:
+    """Record each new value of the streaming reply's widget until `task` ends."""
+    seen: list[str] = []
+    while not task.done():
+        for value in streaming_values(panel):
+            if not seen or seen[-1] != value:
+                seen.append(value)
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def wait_for(condition: Any, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never met"
+        await asyncio.sleep(0.02)
+
+
+def showing(panel: ChatPanel, text: str) -> bool:
+    return any(text in value for value in streaming_values(panel))
+
+
+async def test_reply_grows_while_streaming(gateway: FakeGateway) -> None:
+    gateway.add_session("Growing")
+    gateway.chunk_delay = 0.1
+    panel = await open_panel(gateway)
+    panel.input.value = "one two three four five"
+
+    task = panel.send()
+    assert task is not None
+    seen = await watch_streaming(panel, task)
+    await panel.wait()
+
+    partial = [value for value in seen if "five" not in value]
+    assert len(partial) >= 3
+    assert "one" in partial[-1]
+    html = history_html(panel)
+    assert len(html) == 2
+    assert "opencode-chat-assistant" in html[1]
+    assert "Echo: one two three four five" in html[1]
+    assert streaming_values(panel) == []
+    assert "Reply received" in panel.status.value
+
+
+async def test_stop_aborts_and_keeps_partial_reply(gateway: FakeGateway) -> None:
+    session_id = gateway.add_session("Stopped")
+    gateway.chunk_delay = 0.1
+    panel = await open_panel(gateway)
+    panel.input.value = "one two three four five six seven finally"
+
+    task = panel.send()
+    assert task is not None
+    await wait_for(lambda: showing(panel, "two"))
+    visible_while_sending = panel.stop_button.layout.display
+    enabled_while_sending = not panel.stop_button.disabled
+    panel.stop_button.click()
+    reply = await task
+    await panel.wait()
+
+    assert reply is None
+    assert visible_while_sending is None
+    assert enabled_while_sending
+    assert gateway.aborts == [session_id]
+    html = history_html(panel)
+    assert len(html) == 2
+    assert "Echo: one two" in html[1]
+    assert "finally" not in html[1]
+    assert "(stopped)" in html[1]
+    assert status_kind(panel) == "hint"
+    assert "Stopped the agent" in panel.status.value
+    assert panel.input.value == ""
+    assert not panel.busy
+    assert panel.stop_button.layout.display == "none"
+    assert panel.stop_button.disabled
+
+
+async def test_send_after_stop_works(gateway: FakeGateway) -> None:
+    gateway.add_session("Again")
+    gateway.chunk_delay = 0.05
+    panel = await open_panel(gateway)
+    panel.input.value = "one two three four five six"
+    task = panel.send()
+    assert task is not None
+    await wait_for(lambda: showing(panel, "one"))
+    panel.stop()
+    await task
+
+    panel.input.value = "next question"
+    send_task = panel.send()
+    assert send_task is not None
+    reply = await send_task
+    await panel.wait()
+
+    assert reply is not None
+    assert reply.response == "Echo: next question"
+    html = history_html(panel)
+    assert len(html) == 4
+    assert "(stopped)" in html[1]
+    assert "Echo: next question" in html[3]
+    assert "Reply received" in panel.status.value
+
+
+async def test_stop_button_hidden_when_idle(gateway: FakeGateway) -> None:
+    gateway.add_session("Idle")
+    panel = await open_panel(gateway)
+
+    stop_task = panel.stop()
+    assert stop_task is not None
+    stopped = await stop_task
+
+    assert stopped is False
+    assert gateway.aborts == []
+    assert panel.stop_button.layout.display == "none"
+    assert panel.stop_button.disabled
+
+
+async def test_stop_from_another_thread(gateway: FakeGateway) -> None:
+    session_id = gateway.add_session("Subshell stop")
+    gateway.chunk_delay = 0.1
+    panel = await open_panel(gateway)
+    panel.input.value = "one two three four five six seven eight"
+    task = panel.send()
+    assert task is not None
+    await wait_for(lambda: showing(panel, "one"))
+
+    async def click_stop() -> None:
+        panel.stop_button.click()
+
+    await asyncio.to_thread(asyncio.run, click_stop())
+    await task
+    await panel.wait()
+
+    assert gateway.aborts == [session_id]
+    assert "(stopped)" in history_html(panel)[1]
+
+
+async def test_reply_shown_when_stream_ends_early(gateway: FakeGateway) -> None:
+    gateway.add_session("Cut stream")
+    gateway.cut_stream = True
+    panel = await open_panel(gateway)
+    panel.input.value = "are events lost?"
+
+    send_task = panel.send()
+    assert send_task is not None
+    reply = await send_task
+    await panel.wait()
+
+    assert reply is not None
+    assert reply.response == "Echo: are events lost?"
+    html = history_html(panel)
+    assert len(html) == 2
+    assert "Echo: are events lost?" in html[1]
+    assert "Reply received" in panel.status.value
+
+
+async def test_error_mid_stream_keeps_text(gateway: FakeGateway) -> None:
+    gateway.add_session("Failing midway")
+    gateway.fail_after = 2
+    panel = await open_panel(gateway)
+    panel.input.value = "one two three"
+
+    panel.send_button.click()
+    await panel.wait()
+
+    assert panel.input.value == "one two three"
+    assert status_kind(panel) == "error"
+    assert "Upstream model failed" in panel.status.value
+    assert history_html(panel) == []
+    assert not panel.busy
+    assert panel.stop_button.layout.display == "none"
+
+
+async def test_hostile_partial_reply_renders_inert(gateway: FakeGateway) -> None:
+    gateway.add_session("Hostile stream")
+    gateway.reply = HOSTILE
+    gateway.chunk_delay = 0.05
+    panel = await open_panel(gateway)
+    panel.input.value = "be nasty slowly"
+
+    task = panel.send()
+    assert task is not None
+    seen = await watch_streaming(panel, task)
+
+    assert any("<strong>ok</strong>" in value for value in seen)
+    for value in seen:
+        assert "<script" not in value.lower()
+        assert "<img" not in value.lower()
+        assert "<svg" not in value.lower()
+        assert not re.search(r"href\s*=\s*[\"']?\s*javascript:", value, re.I)
+        assert not re.search(r"<[^>]*\son\w+\s*=", value)
+
+
+async def test_live_message_throttles_updates() -> None:
+    loop = asyncio.get_running_loop()
+    live = LiveMessage(loop)
+    values: list[str] = []
+    live.widget.observe(lambda change: values.append(change["new"]), names="value")
+    text = ""
+
+    for number in range(50):
+        text += f"w{number} "
+        live.add(TextDelta("msg_1", "prt_1", "text", f"w{number} "), text)
+    updates_at_once = len(values)
+    await asyncio.sleep(0.2)
+
+    assert updates_at_once == 1
+    assert len(values) == 2
+    assert "w49" in values[-1]
+    assert "opencode-chat-streaming" in values[-1]
+
+
+async def test_live_message_shows_tools_at_once() -> None:
+    live = LiveMessage(asyncio.get_running_loop())
+    live.add(TextDelta("msg_1", "prt_1", "text", "Let me look."), "Let me look.")
+    live.add(ToolUpdate("msg_1", "prt_2", "call_1", "bash", "running"), "Let me look.")
+
+    assert "Tool bash (running)" in live.widget.value
+    live.stop("Let me look.")
+    assert "(stopped)" in live.widget.value
+    live.add(TextDelta("msg_1", "prt_1", "text", " more"), "Let me look. more")
+    assert "more" not in live.widget.value
+
+
+def test_render_message_marks_aborted_reply() -> None:
+    message = Message(
+        "msg_3",
+        "assistant",
+        "Half an",
+        datetime(2026, 3, 3, tzinfo=UTC),
+        {"error": "MessageAbortedError: Aborted"},
+    )
+
+    html = render_message(message)
+
+    assert "Half an" in html
+    assert "(stopped)" in html
+    assert "MessageAbortedError" not in html
+
+
+# Streaming on the real chain.
+
+SLOW_TEXT = "[[delay 0.2]] " + " ".join(f"word{number}" for number in range(12))
+
+
+@pytest.mark.chain
+async def test_chain_reply_grows_before_done(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        panel.model_picker.value = "local/echo"
+        panel.input.value = SLOW_TEXT
+
+        task = panel.send()
+        assert task is not None
+        seen = await watch_streaming(panel, task)
+        await panel.wait()
+
+        partial = [value for value in seen if "word11" not in value]
+        assert len(partial) >= 3
+        assert "word2" in partial[-1]
+        html = history_html(panel)
+        assert len(html) == 2
+        assert "opencode-chat-assistant" in html[1]
+        assert "word11" in html[1]
+        assert streaming_values(panel) == []
+
+
+@pytest.mark.chain
+@pytest.mark.parametrize("direct", [False, True], ids=["gateway", "direct"])
+async def test_chain_stop_then_send_again(chain: LocalChain, direct: bool) -> None:
+    if direct:
+        client = AsyncOpenCodeClient.direct(chain.opencode_urls[0])
+    else:
+        client = AsyncOpenCodeClient(chain.gateway_url, port=chain.opencode_ports[0])
+    async with client:
+        session = await client.create_session("stop on the chain")
+        panel = ChatPanel(client, session.id)
+        await panel.wait()
+        panel.model_picker.value = "local/echo"
+        panel.input.value = SLOW_TEXT
+
+        task = panel.send()
+        assert task is not None
+        await wait_for(lambda: showing(panel, "word1"), seconds=30)
+        panel.stop_button.click()
+        stopped = await task
+        await panel.wait()
+        stopped_html = history_html(panel)
+        stopped_status = panel.status.value
+
+        panel.input.value = "after the stop"
+        send_task = panel.send()
+        assert send_task is not None
+        reply = await send_task
+        await panel.wait()
+        messages = await client.list_messages(session.id)
+        panel.close()
+
+    assert stopped is None
+    assert len(stopped_html) == 2
+    assert "(stopped)" in stopped_html[1]
+    assert "word11" not in stopped_html[1]
+    assert "Stopped the agent" in stopped_status
+    assert reply is not None
+    assert reply.response == "Echo: after the stop"
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[1].extra["error"] == "MessageAbortedError: Aborted"
+    assert "Echo: after the stop" in history_html(panel)[3]
+
+
+@pytest.mark.chain
+async def test_chain_double_click_sends_once(chain: LocalChain) -> None:
+    async with open_chain_panel(chain) as panel:
+        panel.model_picker.value = "local/echo"
+        panel.input.value = "[[delay 0.1]] only once"
+
+        panel.send_button.click()
+        panel.send_button.click()
+        await panel.wait()
+
+        session_id = panel.session_id
+        assert session_id is not None
+        messages = await panel.client.list_messages(session_id)
+        assert [m.content for m in messages if m.role == "user"] == [
+            "[[delay 0.1]] only once"
+        ]
+        assert len(history_html(panel)) == 2
