@@ -179,7 +179,11 @@ class ChatPanel(traitlets.HasTraits):
             [self.confirm_delete_button, self.cancel_delete_button],
             layout=widgets.Layout(display="none"),
         )
-        self.history = widgets.VBox(layout=widgets.Layout(width="100%"))
+        # The frame below scrolls, not this box: a box that shrank to fit the frame
+        # would scroll itself from the top, away from the newest message.
+        self.history = widgets.VBox(
+            layout=widgets.Layout(width="100%", flex="0 0 auto", overflow="visible")
+        )
         # A reversed column keeps the scroll position at the newest message.
         history_frame = widgets.Box(
             [self.history],

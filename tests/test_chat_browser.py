@@ -198,6 +198,11 @@ def test_panel_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> None:
             busy_output = cells.nth(1).locator(".jp-OutputArea-output")
             expect(busy_output).to_contain_text("True")
             reply_count_while_busy = panel.locator(".opencode-chat-assistant").count()
+            # The reply grows in its own bubble until it is complete.
+            growing = panel.locator(".opencode-chat-streaming")
+            expect(growing).to_contain_text("Echo: How")
+            growing_text = growing.inner_text()
+            stop_visible_while_busy = panel.get_by_role("button", name="Stop").count()
 
             reply = panel.locator(".opencode-chat-assistant")
             expect(reply).to_contain_text("Echo: How do I read a CSV file?")
@@ -223,10 +228,33 @@ def test_panel_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> None:
             expect(last_reply).to_contain_text("Echo: <img src=x onerror=alert(1)>")
             hostile_images = last_reply.locator("img").count()
             hostile_links = last_reply.locator("a[href^='javascript']").count()
+
+            # Stop ends a long reply early and keeps what was written.
+            words = " ".join(f"word{number}" for number in range(40))
+            panel.locator("textarea").fill(f"[[delay 0.3]] {words}")
+            panel.get_by_role("button", name="Send").click()
+            long_reply = panel.locator(".opencode-chat-streaming")
+            expect(long_reply).to_contain_text("word2")
+            # The conversation stays scrolled to its newest message.
+            expect(long_reply).to_be_in_viewport()
+            stop_button = panel.get_by_role("button", name="Stop")
+            stop_button.click()
+            expect(panel.locator(".opencode-chat-status-hint")).to_contain_text(
+                "Stopped the agent"
+            )
+            stopped_reply = panel.locator(".opencode-chat-assistant").nth(2)
+            expect(stopped_reply).to_contain_text("(stopped)")
+            stopped_text = stopped_reply.inner_text()
+            expect(stop_button).to_be_hidden()
         finally:
             browser.close()
 
     assert reply_count_while_busy == 0
+    assert "Echo: How" in growing_text
+    assert "pd.read_csv" not in growing_text
+    assert stop_visible_while_busy == 1
+    assert "Echo: word0 word1 word2" in stopped_text
+    assert "word39" not in stopped_text
     assert hostile_images == 0
     assert hostile_links == 0
     assert dialogs == []
