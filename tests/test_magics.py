@@ -605,3 +605,28 @@ def test_stream_off_waits_for_reply(shell: InteractiveShell) -> None:
     assert type(reply) is MarkdownReply
     assert reply.text == "Echo: at once"
     assert publisher.calls == []
+
+
+def test_live_reply_shows_tool_status(shell: InteractiveShell) -> None:
+    shell.run_line_magic("opencode_session", "new tool status")
+    with recording_display(shell) as publisher:
+        reply = shell.run_cell_magic(
+            "opencode_prompt", "", "[[tool bash: echo hi]] run it"
+        )
+    statuses = [call.data["text/plain"] for call in publisher.calls[:-1]]
+    assert any("Tool bash (" in status for status in statuses)
+    assert reply.text == "Done: hi"
+    assert publisher.outputs() == [reply._repr_mimebundle_()]
+
+
+def test_direct_prompt_errors_show_nothing(
+    shell: InteractiveShell, chain: LocalChain
+) -> None:
+    shell.run_line_magic("opencode_connect", f"{chain.opencode_urls[0]} --direct")
+    shell.run_line_magic("opencode_session", "new direct errors")
+    with recording_display(shell) as publisher:
+        with pytest.raises(UsageError, match=r"^Session not found: 'ses_gone' on "):
+            shell.run_cell_magic("opencode_prompt", "ses_gone", "hello?")
+        with pytest.raises(UsageError, match="local/nope"):
+            shell.run_cell_magic("opencode_prompt", "--model local/nope", "hi")
+    assert publisher.calls == []
