@@ -41,6 +41,7 @@ UPDATE_INTERVAL = 0.1
 # Seconds a reply must have been arriving before the growing output appears.
 LIVE_DELAY = 0.5
 
+_WAITING = "Waiting for the agent…"
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]{}()#+\-.!|~&])")
 
 
@@ -117,7 +118,7 @@ class LiveReply:
         self._first_event_at: float | None = None
         self._updated_at = -float("inf")
         self._text = ""
-        self._status = "Waiting for the agent…"
+        self._status = _WAITING
 
     def add(self, event: StreamEvent, text: str) -> None:
         """Show the reply text so far, `text`, after `event`, if it is time to."""
@@ -135,7 +136,7 @@ class LiveReply:
             urgent = True
         elif isinstance(event, PromptReply):
             return
-        elif self._status.startswith("Waiting") and text:
+        elif text and self._status == _WAITING:
             self._status = "Writing…"
         if self.live and (urgent or self._text_due(now, self._first_event_at)):
             self._updated_at = now
