@@ -109,7 +109,7 @@ class FakeGateway:
         return message_id
 
     def posts(self, suffix: str) -> list[httpx.Request]:
-        """The POST requests to paths ending in `suffix`; `/prompt` counts streams."""
+        """The POST requests to paths ending in `suffix`, with streams for `/prompt`."""
         suffixes = (suffix, f"{suffix}/stream") if suffix == "/prompt" else (suffix,)
         return [
             request
