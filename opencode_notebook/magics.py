@@ -354,6 +354,12 @@ class OpenCodeMagics(Magics, Configurable):
                 f"Session not found: {session_id!r} on {self._where()}. List the "
                 "sessions with %opencode_sessions."
             )
+        if isinstance(exc, PromptAbortedError):
+            return OpenCodeUsageError(
+                f"Stopped: the agent's turn in session {exc.session_id} was aborted "
+                "before it finished. Its partial reply stays in the session: read "
+                f"it with %opencode_messages {exc.session_id}."
+            )
         if isinstance(exc, PromptTimeoutError):
             return OpenCodeUsageError(
                 f"The prompt to session {exc.session_id} did not finish within "
@@ -788,11 +794,7 @@ class OpenCodeMagics(Magics, Configurable):
             raise
         except PromptAbortedError as exc:
             output.stop(exc.partial_text or stream.text, "(stopped)")
-            raise OpenCodeUsageError(
-                f"Stopped: the agent's turn in session {session_id} was aborted "
-                "before it finished. Its partial reply stays in the session: read "
-                f"it with %opencode_messages {session_id}."
-            ) from exc
+            raise self._usage_error(exc, session_id) from exc
         except (OpenCodeError, ValueError) as exc:
             output.stop(stream.text, "(incomplete)")
             raise self._usage_error(exc, session_id) from exc

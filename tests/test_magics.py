@@ -630,3 +630,32 @@ def test_direct_prompt_errors_show_nothing(
         with pytest.raises(UsageError, match="local/nope"):
             shell.run_cell_magic("opencode_prompt", "--model local/nope", "hi")
     assert publisher.calls == []
+
+
+def test_unstreamed_abort_says_stopped(
+    shell: InteractiveShell, chain: LocalChain
+) -> None:
+    url = chain.opencode_urls[0]
+    shell.run_line_magic("opencode_connect", f"{url} --direct")
+    shell.run_line_magic("config", "OpenCodeMagics.stream = False")
+    session = shell.run_line_magic("opencode_session", "new unstreamed abort")
+
+    def abort_once_the_turn_runs() -> None:
+        with OpenCodeClient.direct(url) as watcher:
+            while not any(
+                message.role == "assistant"
+                for message in watcher.list_messages(session.id)
+            ):
+                time.sleep(0.05)
+            watcher.abort(session.id)
+
+    aborter = threading.Thread(target=abort_once_the_turn_runs)
+    aborter.start()
+    with pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "", SLOW_TEXT)
+    aborter.join()
+    assert str(excinfo.value).startswith(
+        f"Stopped: the agent's turn in session {session.id} was aborted"
+    )
+    reply = shell.run_cell_magic("opencode_prompt", "", "usable again")
+    assert reply.text == "Echo: usable again"
