@@ -29,6 +29,7 @@ import httpx
 
 from opencode_notebook import native
 from opencode_notebook.errors import (
+    APIError,
     OpenCodeError,
     PromptAbortedError,
     PromptTimeoutError,
@@ -461,7 +462,20 @@ class GatewayTurn(_Turn):
 
     def run(self) -> Driver:
         path, body = self._request
-        yield OpenEvents("POST", path, self._read_timeout(), json=body)
+        try:
+            yield OpenEvents("POST", path, self._read_timeout(), json=body)
+        except APIError as exc:
+            if not _streaming_unsupported(exc):
+                raise
+            # A server that speaks only the Sessions API contract has no streaming
+            # route: send the plain prompt and yield its reply as the one event.
+            logger.info(
+                "%s has no streaming route (%s); sending a plain prompt", path, exc
+            )
+            plain = path.removesuffix("/stream")
+            response = yield Call("POST", plain, json=body, prompt=True)
+            yield Emit(PromptReply.from_json(response.json()))
+            return
         while True:
             self._remaining()
             try:
@@ -529,3 +543,10 @@ def _error_event(payload: Mapping[str, Any]) -> OpenCodeError:
     # from status and message to exception class applies.
     body = {"statusCode": status, "message": _text_field(payload, "message") or ""}
     return error_from_response(httpx.Response(status, json=body))
+
+
+def _streaming_unsupported(exc: APIError) -> bool:
+    """Tell whether an error to the streaming route means the route does not exist."""
+    if exc.status == 405:
+        return True
+    return exc.status == 404 and not exc.message.startswith("Session not found")
