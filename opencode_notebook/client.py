@@ -89,10 +89,18 @@ def _check_port(port: object) -> int:
 
 
 def _check_url(url: str) -> str:
-    parsed = httpx.URL(url)
+    example = "give one such as 'http://localhost:3000'"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"Invalid server URL {url!r} ({exc}): {example}.") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"Invalid server URL {url!r}: {example}.")
+    # The socket layer would wrap a port above 65535 onto another port.
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise ValueError(
-            f"Invalid server URL {url!r}: give one such as 'http://localhost:3000'."
+            f"Invalid port {parsed.port} in server URL {url!r}: use a port from 1 "
+            "to 65535."
         )
     return url.rstrip("/")
 

@@ -330,9 +330,21 @@ def test_invalid_port_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         OpenCodeClient()
 
 
-def test_invalid_url_argument() -> None:
+@pytest.mark.parametrize(
+    "url",
+    ["localhost:3000", "http://127.0.0.1:abc", "ftp://example.test", "http://"],
+)
+def test_invalid_url_argument(url: str) -> None:
     with pytest.raises(ValueError, match="Invalid server URL"):
-        OpenCodeClient("localhost:3000")
+        OpenCodeClient(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:70000", "http://127.0.0.1:0"])
+def test_url_port_out_of_range(url: str) -> None:
+    with pytest.raises(ValueError, match="Invalid port"):
+        OpenCodeClient(url)
+    with pytest.raises(ValueError, match="Invalid port"):
+        OpenCodeClient.direct(url)
 
 
 def test_direct_password_is_sent_and_never_shown() -> None:
