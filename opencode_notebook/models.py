@@ -112,13 +112,23 @@ class Session:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Session:
-        """Build a session from the API's JSON object."""
-        created = _require(data, "createdAt", "session")
+        """
+        Build a session from the API's JSON object.
+
+        A server that sends OpenCode's `time: {created, updated}` in epoch
+        milliseconds instead of `createdAt`/`updatedAt` is read too.
+        """
+        time = data.get("time") if isinstance(data, Mapping) else None
+        if "createdAt" not in data and isinstance(time, Mapping) and "created" in time:
+            created, updated = time["created"], time.get("updated", time["created"])
+        else:
+            created = _require(data, "createdAt", "session")
+            updated = data.get("updatedAt", created)
         return cls(
             id=str(_require(data, "id", "session")),
             title=str(data.get("title") or ""),
             created_at=parse_timestamp(created),
-            updated_at=parse_timestamp(data.get("updatedAt", created)),
+            updated_at=parse_timestamp(updated),
             parent_id=data.get("parentID") or None,
             extra=_rest(data, cls._KNOWN),
         )

@@ -505,3 +505,20 @@ async def test_async_blank_text_sends_nothing() -> None:
             await client.prompt("ses_1", " ")
 
     assert recorder.requests == []
+
+
+def test_sessions_with_epoch_time_fields() -> None:
+    native_shape = {
+        "id": "ses_C",
+        "title": "epoch",
+        "time": {"created": 1772532000000, "updated": 1772532060000},
+    }
+    client, _ = make_client(
+        lambda request: httpx.Response(200, json=[native_shape, SESSION])
+    )
+
+    sessions = client.list_sessions()
+
+    assert [s.id for s in sessions] == ["ses_1", "ses_C"]
+    assert sessions[1].created_at.isoformat() == "2026-03-03T10:00:00+00:00"
+    assert sessions[1].updated_at.isoformat() == "2026-03-03T10:01:00+00:00"
