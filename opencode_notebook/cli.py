@@ -23,6 +23,23 @@ __all__ = ["main"]
 logger = logging.getLogger("opencode_notebook")
 
 
+def _serve_address_problem(
+    host: str, port: int, token: str | None, no_token_ok: bool
+) -> str | None:
+    """Return why the gateway must not bind this address, or `None`."""
+    if not 0 <= port <= 65535:
+        return f"Invalid --port {port}: use a port from 0 to 65535."
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if loopback or token or no_token_ok:
+        return None
+    # The gateway drives agents that run shell commands, so it is not put on a
+    # network without a token unless the user says so.
+    return (
+        f"Binding {host} exposes the gateway beyond this machine: set --token "
+        "(or $OPENCODE_NOTEBOOK_TOKEN), or pass --no-token-ok to serve without one."
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -44,6 +61,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"opencode-notebook serve: {exc}", file=sys.stderr)
         return 2
     token = args.token or os.environ.get("OPENCODE_NOTEBOOK_TOKEN") or None
+    problem = _serve_address_problem(args.host, args.port, token, args.no_token_ok)
+    if problem:
+        print(f"opencode-notebook serve: {problem}", file=sys.stderr)
+        return 2
     spawner = None
     if args.spawn:
         from opencode_notebook.gateway.spawn import Spawner
@@ -152,6 +173,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--token",
         help="require 'Authorization: Bearer TOKEN' on every request "
         "(default: $OPENCODE_NOTEBOOK_TOKEN)",
+    )
+    serve.add_argument(
+        "--no-token-ok",
+        action="store_true",
+        help="allow binding a non-loopback address without a token",
     )
     serve.add_argument(
         "--spawn",
