@@ -37,8 +37,9 @@ _ALLOWED_ATTRIBUTES = {
 }
 _ALLOWED_SCHEMES = {"http", "https", "mailto"}
 
-# A Markdown link or image destination: `](...)`, up to the closing bracket.
-_LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)")
+# A Markdown link or image destination: `](...)`, up to the closing bracket, with
+# one level of balanced brackets inside as CommonMark allows.
+_LINK_TARGET = re.compile(r"\]\(\s*<?((?:[^()\s>]|\([^()\s>]*\))*)")
 # A link reference definition, `[label]: destination`, whose destination may start
 # on the next line.
 _REFERENCE_TARGET = re.compile(

@@ -4,9 +4,9 @@ CORS and logs.
 
 Most rows run the gateway in-process over `httpx.ASGITransport`, in front of
 loopback sockets that stand in for OpenCode: one that records every connection
-and closes it at once, and one that reads the request and never responds. The rows marked
-`chain` run `opencode-notebook serve` as a process in front of the real OpenCode
-server of the `chain` fixture.
+and closes it at once, and one that reads the request and never responds. The
+rows marked `chain` run `opencode-notebook serve` as a process in front of the
+real OpenCode server of the `chain` fixture.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ async def test_body_over_limit_is_413(listener: Listener) -> None:
     config = GatewayConfig(allowed_ports=frozenset({listener.port}), body_limit=1024)
     prefix = f"/api/opencode/{listener.port}"
     big = b'{"text": "' + b"x" * 2000 + b'"}'
-    expected = "Request body too large: the limit is 1024 bytes"
+    expected = "Request body too large: the limit is 1024 bytes. Send less text."
 
     async def chunked() -> AsyncIterator[bytes]:
         for start in range(0, len(big), 100):
@@ -577,7 +577,9 @@ def test_real_gateway_upstream_rows(chain: LocalChain, listener: Listener) -> No
 
     assert_error(dead, 502, f"No OpenCode instance answers on port {dead_port}")
     assert_error(foreign, 403, "Port not allowed")
-    assert_error(big, 413, "Request body too large: the limit is 1048576 bytes")
+    assert_error(
+        big, 413, "Request body too large: the limit is 1048576 bytes. Send less text."
+    )
     assert alive.status_code == 200
     assert running
     assert listener.accepted == 0

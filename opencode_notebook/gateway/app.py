@@ -208,13 +208,16 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
     """Read a JSON object body; an empty body is an empty object."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"Request body too large: the limit is {limit} bytes")
+        raise GatewayError(
+            413, f"Request body too large: the limit is {limit} bytes. Send less text."
+        )
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise GatewayError(
-                413, f"Request body too large: the limit is {limit} bytes"
+                413,
+                f"Request body too large: the limit is {limit} bytes. Send less text.",
             )
     if not body.strip():
         return {}
