@@ -7,6 +7,7 @@ A mistake in a line raises `OpenCodeUsageError`, which the magics raise too.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import logging
 import re
@@ -155,6 +156,11 @@ def _check_variable_name(name: str | None, option: str) -> str | None:
         raise OpenCodeUsageError(
             f"Invalid variable name {name!r} for {option}: give a Python identifier "
             "such as sessions_df."
+        )
+    if name is not None and name in vars(builtins):
+        raise OpenCodeUsageError(
+            f"{option} {name} would hide Python's built-in {name!r}: choose another "
+            "name, such as sessions_df."
         )
     return name
 

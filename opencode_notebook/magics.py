@@ -465,7 +465,9 @@ class OpenCodeMagics(Magics, Configurable):
                 "--port selects an instance behind a gateway: with --direct, give "
                 "the URL of opencode serve itself, as in http://127.0.0.1:4096."
             )
-        if args.url is not None or args.port is not None or args.direct:
+        switching = args.url is not None or args.port is not None or args.direct
+        previous = (self.url, self.port, self.direct, self.current_session)
+        if switching:
             try:
                 with self.hold_trait_notifications():
                     self.url = args.url or ""
@@ -473,8 +475,19 @@ class OpenCodeMagics(Magics, Configurable):
                     self.direct = args.direct
             except TraitError as exc:
                 raise OpenCodeUsageError(str(exc)) from None
-        with self._server_errors():
-            count = len(self.client.list_sessions())
+        try:
+            with self._server_errors():
+                count = len(self.client.list_sessions())
+        except OpenCodeUsageError as exc:
+            if not switching:
+                raise
+            # Keep the connection that worked, so one mistyped URL loses nothing.
+            with self.hold_trait_notifications():
+                self.url, self.port, self.direct = previous[:3]
+            self.current_session = previous[3]
+            raise OpenCodeUsageError(
+                f"{exc} Still connected to {self._where()}."
+            ) from None
         noun = "session" if count == 1 else "sessions"
         return StatusLine(f"Connected to {self._where()}: {count} {noun}.")
 

@@ -99,6 +99,9 @@ def test_connect_clears_current_session(
 
 
 def test_connect_to_closed_port_fails_fast(shell: InteractiveShell) -> None:
+    magics = magics_of(shell)
+    shell.run_line_magic("opencode_session", "new")
+    working = (magics.url, magics.port, magics.direct, magics.current_session)
     # A bound socket that does not listen refuses connections, and no other
     # process can take its port while the test runs.
     with socket.socket() as unused:
@@ -108,13 +111,14 @@ def test_connect_to_closed_port_fails_fast(shell: InteractiveShell) -> None:
         with pytest.raises(UsageError) as excinfo:
             shell.run_line_magic("opencode_connect", f"{url} --port 3100")
         elapsed = time.monotonic() - started
-    assert str(excinfo.value) == (
+    assert str(excinfo.value).startswith(
         f"Cannot connect to OpenCode at {url}: start it with `opencode-notebook up` "
         "(or `opencode-notebook serve`), or connect elsewhere with "
-        "%opencode_connect URL."
+        "%opencode_connect URL. Still connected to the gateway at "
     )
     assert elapsed < 5
-    assert magics_of(shell).url == url
+    assert (magics.url, magics.port, magics.direct, magics.current_session) == working
+    assert shell.run_line_magic("opencode_sessions", "--limit 1") is not None
 
 
 def test_gateway_rejects_unserved_port(shell: InteractiveShell) -> None:

@@ -1137,3 +1137,14 @@ def test_live_reply_stop_before_text_shows_nothing(shell: InteractiveShell) -> N
         output.add(delta(""), "")
         output.stop("", "(stopped)")
     assert publisher.calls == []
+
+
+@pytest.mark.parametrize("name", ["print", "len", "list"])
+def test_out_rejects_builtin_names(
+    shell: InteractiveShell, silent: Recorder, name: str
+) -> None:
+    with pytest.raises(UsageError, match=f"would hide Python's built-in '{name}'"):
+        shell.run_line_magic("opencode_sessions", f"--out {name}")
+
+    assert silent.requests == []
+    assert name not in shell.user_ns
