@@ -36,17 +36,14 @@ A user mistake or a server error raises `OpenCodeUsageError`, an IPython
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 import pandas as pd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class, no_var_expand
-from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
-from traitlets.config import Configurable
+from traitlets import TraitError, observe
 
 from opencode_notebook._live_reply import LiveReply, supports_live_display
 from opencode_notebook._magic_args import (
@@ -57,18 +54,10 @@ from opencode_notebook._magic_args import (
     _split_prompt_line,
     _split_words,
 )
+from opencode_notebook._magic_errors import describe_server, usage_error
+from opencode_notebook._magic_settings import MagicSettings
 from opencode_notebook.client import OpenCodeClient
-from opencode_notebook.errors import (
-    AuthenticationError,
-    ConnectError,
-    OpenCodeError,
-    PortNotAllowedError,
-    PromptAbortedError,
-    PromptTimeoutError,
-    ProtocolError,
-    RequestTimeoutError,
-    SessionNotFoundError,
-)
+from opencode_notebook.errors import OpenCodeError, PromptAbortedError
 from opencode_notebook.models import PromptReply, Session
 from opencode_notebook.operations import parse_model
 from opencode_notebook.render import MarkdownReply
@@ -126,7 +115,7 @@ class StatusLine:
 
 
 @magics_class
-class OpenCodeMagics(Magics, Configurable):
+class OpenCodeMagics(Magics, MagicSettings):
     """
     The OpenCode magics and their settings.
 
@@ -135,132 +124,12 @@ class OpenCodeMagics(Magics, Configurable):
     server also clears `current_session`, the id that prompts go to by default.
     """
 
-    url = Unicode(
-        "",
-        help="URL of the gateway, or of `opencode serve` when `direct` is set. "
-        "Empty: $OPENCODE_NOTEBOOK_URL (direct: $OPENCODE_URL), else "
-        "http://localhost:3000 (direct: http://127.0.0.1:4096).",
-    ).tag(config=True)
-    port = Integer(
-        None,
-        allow_none=True,
-        help="Port (1-65535) of the OpenCode instance behind the gateway. "
-        "None: $OPENCODE_PORT, else 3100. Not used when `direct` is set.",
-    ).tag(config=True)
-    direct = Bool(
-        False,
-        help="Talk to `opencode serve` at `url` itself, without a gateway.",
-    ).tag(config=True)
-    model = Unicode(
-        "",
-        help="Model for prompts that name none, as provider/model (for example "
-        "local/echo). Empty: the session's or the server's default.",
-    ).tag(config=True)
-    agent = Unicode(
-        "",
-        help="Agent for prompts that name none, such as build or plan. "
-        "Empty: the server's default.",
-    ).tag(config=True)
-    timeout = Float(
-        30.0,
-        help="Seconds to wait for the answer to a request other than a prompt.",
-    ).tag(config=True)
-    prompt_timeout = Float(
-        600.0,
-        help="Seconds to wait for the agent to finish a prompt. A prompt that "
-        "times out is not sent again.",
-    ).tag(config=True)
-    context_limit = Integer(
-        10_000,
-        help="Maximum characters of each variable that --with adds to a prompt. "
-        "A longer description is truncated.",
-    ).tag(config=True)
-    stream = Bool(
-        True,
-        help="Show a prompt's reply in its cell while the agent writes it. False: "
-        "wait for the whole reply with one request, for servers whose events do "
-        "not reach this kernel.",
-    ).tag(config=True)
-
     # Set before the traits are configured, because the observers read them.
     _client: OpenCodeClient | None = None
     _owns_client = False
     current_session: str | None = None
 
     # Settings -------------------------------------------------------------------
-
-    @validate("url")
-    def _validate_url(self, proposal: dict[str, Any]) -> str:
-        url = str(proposal["value"]).strip()
-        if not url:
-            return ""
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            raise TraitError(
-                f"Invalid OpenCodeMagics.url {url!r}: give an http(s) URL such as "
-                "'http://localhost:3000', or '' for the default."
-            )
-        return url.rstrip("/")
-
-    @validate("port")
-    def _validate_port(self, proposal: dict[str, Any]) -> int | None:
-        port = proposal["value"]
-        if port is not None and not 1 <= port <= 65535:
-            raise TraitError(
-                f"Invalid OpenCodeMagics.port {port!r}: give an integer from 1 to "
-                "65535, or None for $OPENCODE_PORT."
-            )
-        return port  # type: ignore[no-any-return]
-
-    @validate("timeout", "prompt_timeout")
-    def _validate_timeout(self, proposal: dict[str, Any]) -> float:
-        seconds = float(proposal["value"])
-        if not math.isfinite(seconds) or seconds <= 0:
-            name = proposal["trait"].name
-            raise TraitError(
-                f"Invalid OpenCodeMagics.{name} {seconds!r}: give a positive number "
-                "of seconds."
-            )
-        return seconds
-
-    @validate("model")
-    def _validate_model(self, proposal: dict[str, Any]) -> str:
-        model = str(proposal["value"]).strip()
-        if not model:
-            return ""
-        try:
-            parsed = parse_model(model)
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise TraitError(
-                f"Invalid OpenCodeMagics.model {model!r}: give provider/model, such "
-                "as local/echo, or '' for the default."
-            )
-        return f"{parsed['providerID']}/{parsed['modelID']}"
-
-    @validate("agent")
-    def _validate_agent(self, proposal: dict[str, Any]) -> str:
-        agent = str(proposal["value"]).strip()
-        if any(char.isspace() for char in agent):
-            raise TraitError(
-                f"Invalid OpenCodeMagics.agent {agent!r}: give an agent name such "
-                "as build, or '' for the default."
-            )
-        return agent
-
-    @validate("context_limit")
-    def _validate_context_limit(self, proposal: dict[str, Any]) -> int:
-        limit = int(proposal["value"])
-        if limit < 1:
-            raise TraitError(
-                f"Invalid OpenCodeMagics.context_limit {limit!r}: give a positive "
-                "number of characters."
-            )
-        return limit
 
     @observe("url", "port", "direct")
     def _server_changed(self, change: dict[str, Any]) -> None:
@@ -322,10 +191,7 @@ class OpenCodeMagics(Magics, Configurable):
         self._drop_client()
 
     def _where(self) -> str:
-        client = self.client
-        if client.direct_mode:
-            return f"OpenCode at {client.base_url}"
-        return f"the gateway at {client.base_url} (OpenCode port {client.port})"
+        return describe_server(self.client)
 
     @contextmanager
     def _server_errors(self, session_id: str | None = None) -> Iterator[None]:
@@ -338,61 +204,7 @@ class OpenCodeMagics(Magics, Configurable):
     def _usage_error(
         self, exc: Exception, session_id: str | None
     ) -> OpenCodeUsageError:
-        client = self.client
-        if isinstance(exc, ConnectError):
-            start = (
-                "`opencode serve`"
-                if client.direct_mode
-                else ("`opencode-notebook up` (or `opencode-notebook serve`)")
-            )
-            return OpenCodeUsageError(
-                f"Cannot connect to OpenCode at {client.base_url}: start it with "
-                f"{start}, or connect elsewhere with %opencode_connect URL."
-            )
-        if isinstance(exc, SessionNotFoundError) and session_id is not None:
-            return OpenCodeUsageError(
-                f"Session not found: {session_id!r} on {self._where()}. List the "
-                "sessions with %opencode_sessions."
-            )
-        if isinstance(exc, PromptAbortedError):
-            return OpenCodeUsageError(
-                f"Stopped: the agent's turn in session {exc.session_id} was aborted "
-                "before it finished. Its partial reply stays in the session: read "
-                f"it with %opencode_messages {exc.session_id}."
-            )
-        if isinstance(exc, PromptTimeoutError):
-            return OpenCodeUsageError(
-                f"The prompt to session {exc.session_id} did not finish within "
-                f"{client.prompt_timeout:g} s. The reply may still arrive: read it "
-                f"later with %opencode_messages {exc.session_id}, or raise the limit "
-                "with %config OpenCodeMagics.prompt_timeout = SECONDS."
-            )
-        if isinstance(exc, RequestTimeoutError):
-            return OpenCodeUsageError(
-                f"{exc.message} Raise the limit with "
-                "%config OpenCodeMagics.timeout = SECONDS."
-            )
-        if isinstance(exc, AuthenticationError):
-            variable = (
-                "OPENCODE_SERVER_PASSWORD"
-                if client.direct_mode
-                else "OPENCODE_NOTEBOOK_TOKEN"
-            )
-            return OpenCodeUsageError(
-                f"{exc} Set {variable} and run %opencode_connect again."
-            )
-        if isinstance(exc, PortNotAllowedError):
-            return OpenCodeUsageError(
-                f"Port not allowed: the gateway at {client.base_url} does not serve "
-                f"OpenCode port {client.port}. Connect to an allowed port with "
-                "%opencode_connect URL --port N."
-            )
-        if isinstance(exc, ProtocolError):
-            return OpenCodeUsageError(
-                f"{exc.message} Check that {client.base_url} is an opencode-notebook "
-                "gateway, or use %opencode_connect URL --direct for opencode serve."
-            )
-        return OpenCodeUsageError(str(exc))
+        return usage_error(self.client, exc, session_id)
 
     # Shared steps ---------------------------------------------------------------
 
