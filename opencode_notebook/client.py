@@ -66,7 +66,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROMPT_TIMEOUT = 600.0
 
-# Reads are retried this many times when the connection drops before an answer.
+# Reads are retried this many times when the connection drops before a response.
 _READ_RETRIES = 2
 
 
@@ -258,7 +258,7 @@ class OpenCodeClient(_ClientBase):
     * **port** - the OpenCode instance behind the gateway; default `$OPENCODE_PORT`,
       else 3100.
     * **token** - the gateway's bearer token; default `$OPENCODE_NOTEBOOK_TOKEN`.
-    * **timeout** - seconds to wait for an ordinary answer (default 30).
+    * **timeout** - seconds to wait for an ordinary response (default 30).
     * **connect_timeout** - seconds to wait for a connection (default 5).
     * **prompt_timeout** - seconds to wait for an agent turn (default 600); a
       prompt is never retried.

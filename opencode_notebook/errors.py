@@ -19,7 +19,7 @@ The tree:
       · SessionIDRequiredError - the session id is empty or blank.
       · MessageTextRequiredError - the prompt text is missing or blank.
       · UpstreamError - 502: the OpenCode instance failed or cannot be reached.
-      · UpstreamTimeoutError - 504: the OpenCode instance did not answer in time.
+      · UpstreamTimeoutError - 504: the OpenCode instance did not respond in time.
   + ProtocolError - a response arrived but is not what the API returns.
 
 `SessionIDRequiredError` and `MessageTextRequiredError` are also `ValueError`s: the
@@ -205,7 +205,7 @@ class UpstreamError(OpenCodeServerError):
 
 
 class UpstreamTimeoutError(UpstreamError):
-    """The OpenCode instance behind the gateway did not answer in time."""
+    """The OpenCode instance behind the gateway did not respond in time."""
 
 
 # Messages the contract fixes, matched exactly, to the class raised for them.

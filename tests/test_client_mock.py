@@ -41,7 +41,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class Recorder:
-    """A mock transport handler that records every request it sees."""
+    """A mock transport handler that records every request it receives."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
@@ -434,7 +434,7 @@ def test_closed_port_fails_fast() -> None:
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    """A loopback server that answers every request after a pause."""
+    """A loopback server that responds to every request after a pause."""
 
     class SlowHandler(BaseHTTPRequestHandler):
         delay = 8.0
