@@ -197,7 +197,7 @@ def sessions_frame(sessions: SessionsInput) -> pd.DataFrame:
         * ``cost`` (Float64): the total cost in US dollars.
 
           OpenCode 1.18.33 counts a fork's copies of its parent's messages in
-          the fork's totals, so summing these over forks counts them twice;
+          the fork's totals, so summing these over forks counts them twice.
           `analysis.session_summary` with the sessions counts each message once.
         * ``additions``, ``deletions``, ``changed_files`` (Int64): the session's
           changes to files.
