@@ -538,7 +538,11 @@ class OpenCodeMagics(Magics, MagicSettings):
                 "the cell body."
             )
         else:
-            args = self._parse(self.opencode_prompt, _split_words(line))
+            words = _split_words(line)
+            hint = ""
+            if "--new" in words:
+                hint = ' A title of several words needs quotes: --new "my title".'
+            args = self._parse(self.opencode_prompt, words, hint)
             text = cell
             empty_hint = "write the prompt in the cell body under %%opencode_prompt."
         if not text.strip():
@@ -560,7 +564,8 @@ class OpenCodeMagics(Magics, MagicSettings):
         context = self._context(args.context or [])
         if args.new is not None and args.session:
             raise OpenCodeUsageError(
-                f"Give either a session id ({args.session}) or --new, not both."
+                f"Give either a session id ({args.session}) or --new, not both. A "
+                'title of several words needs quotes: --new "my title".'
             )
         if args.new is not None:
             session_id = self._new_session(args.new or None, None).id

@@ -1148,3 +1148,28 @@ def test_out_rejects_builtin_names(
 
     assert silent.requests == []
     assert name not in shell.user_ns
+
+
+def test_unquoted_new_title_suggests_quotes(
+    shell: InteractiveShell, silent: Recorder
+) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "--new Data cleaning", "hi")
+
+    message = str(excinfo.value)
+    assert "Give either a session id (cleaning) or --new, not both." in message
+    assert 'needs quotes: --new "my title"' in message
+    assert "\n" not in message
+    assert silent.requests == []
+
+
+def test_unquoted_long_new_title_suggests_quotes(
+    shell: InteractiveShell, silent: Recorder
+) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        shell.run_cell_magic("opencode_prompt", "--new Data cleaning today", "hi")
+
+    message = str(excinfo.value)
+    assert "unrecognized arguments: today" in message
+    assert 'needs quotes: --new "my title"' in message
+    assert silent.requests == []
