@@ -40,7 +40,7 @@ def magics_of(shell: InteractiveShell) -> OpenCodeMagics:
 
 
 class Recorder:
-    """A mock transport handler that records every request it sees."""
+    """A mock transport handler that records every request it receives."""
 
     def __init__(self, handler: Handler | None = None) -> None:
         self.handler = handler

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from magics_shell import Recorder
 
 from opencode_notebook import (
     APIError,
@@ -38,18 +39,6 @@ SESSION = {
 }
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A mock transport handler that records every request it receives."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.handler(request)
 
 
 def make_client(handler: Handler, **kwargs: Any) -> tuple[OpenCodeClient, Recorder]:
