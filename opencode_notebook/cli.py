@@ -182,7 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--spawn",
         action="store_true",
-        help="start 'opencode serve' on an allowed port when nothing answers there",
+        help="start 'opencode serve' on an allowed port when nothing listens there",
     )
     serve.add_argument(
         "--prompt-timeout",

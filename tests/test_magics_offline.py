@@ -1089,7 +1089,9 @@ def test_live_reply_throttles_text_updates(shell: InteractiveShell) -> None:
             clock.now += 0.02
     # Nothing for the first 0.5 s, then one update per 0.1 s at most.
     first = publisher.calls[0].data["text/plain"]
-    assert first.startswith("0 1 2 ") and "25 " in first and "26 " not in first
+    assert first.startswith("0 1 2 ")
+    assert "25 " in first
+    assert "26 " not in first
     assert 3 <= len(publisher.calls) <= 4
 
 

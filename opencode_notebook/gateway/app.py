@@ -69,10 +69,10 @@ _UPSTREAM_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=2
 
 
 class _UpstreamTransport(httpx.AsyncHTTPTransport):
-    """The transport to OpenCode, which asks for uncompressed responses."""
+    """The transport to OpenCode, which requests uncompressed responses."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # OpenCode gzips its answers when asked. On loopback that only costs CPU
+        # OpenCode gzips its responses on request. On loopback that only costs CPU
         # on both sides, and the list of sessions is tens of kilobytes.
         request.headers["Accept-Encoding"] = "identity"
         return await super().handle_async_request(request)
@@ -124,7 +124,7 @@ class GatewayConfig:
     * **timeout**, **prompt_timeout** - seconds to wait for OpenCode on ordinary
       calls and on prompts.
     * **body_limit** - the largest request body accepted, in bytes.
-    * **spawner** - starts an OpenCode instance on a port where nothing answers;
+    * **spawner** - starts an OpenCode instance on a port where nothing listens;
       `None` to never start one.
     * **cors_origins** - browser origins allowed to call the gateway from
       another site, such as `http://localhost:8888`; empty turns CORS off.
@@ -173,7 +173,7 @@ def _token_matches(scope: Scope, expected: str) -> bool:
 
 
 class _RequireToken:
-    """Answer 401 to every HTTP request without `Authorization: Bearer <token>`."""
+    """Reject with 401 every HTTP request without `Authorization: Bearer <token>`."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
